@@ -1,0 +1,5 @@
+import sys
+
+from hfcompress.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""Argument parsing shared by every command: dataclass flags, a positional model, and --config YAML."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def command_line(argv: list[str], name: str) -> str:
+    return " ".join(shlex.quote(a) for a in ["hfcompress", name, *argv])
+
+
+def _pop_config(argv: list[str]) -> tuple[list[str], str | None]:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[:i] + argv[i + 2 :], argv[i + 1]
+        if arg.startswith("--config="):
+            return argv[:i] + argv[i + 1 :], arg.split("=", 1)[1]
+    return argv, None
+
+
+def parse_dataclasses(argv: list[str], types: tuple, prog: str, description: str, positional: str | None = None):
+    """Parse `argv` into instances of `types` with `transformers.HfArgumentParser`.
+
+    `positional` names the field filled by a leading bare argument (`hfcompress evaluate MODEL ...`).
+    Values from `--config file.yaml` are defaults that flags on the command line override.
+    """
+    import yaml
+    from transformers import HfArgumentParser
+
+    usage = f"hfcompress {prog} {positional.upper() + ' ' if positional else ''}[options]"
+    parser = HfArgumentParser(types, prog=f"hfcompress {prog}", description=description, usage=usage)
+    parser.add_argument("--config", help="YAML file of options (same names as the flags); flags given here win.")
+    argv, config_path = _pop_config(list(argv))
+    if positional and argv and not argv[0].startswith("-"):
+        argv = [f"--{positional}", argv[0], *argv[1:]]
+    if config_path:
+        path = Path(config_path)
+        if not path.is_file():
+            raise UsageError(f"Config file '{path}' does not exist.")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise UsageError(f"Config file '{path}' must hold a mapping of option names to values.")
+        known = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"Config file '{path}' has unknown option(s): {', '.join(unknown)}.")
+        parser.set_defaults(**values)
+        # A required flag supplied by the config file is no longer required on the command line.
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    except UsageError:
+        raise
+    except ValueError as err:  # TrainingArguments' own checks
+        raise UsageError(str(err).strip().splitlines()[0]) from err
+    return parsed[: len(types)]
+
+
+def print_error(prog: str, message: str) -> None:
+    print(f"hfcompress {prog}: error: {message}", file=sys.stderr)

@@ -1,0 +1,15 @@
+"""hfcompress finetune MODEL --task sst2 --output-dir OUT"""
+
+from ..arguments import DataArguments, FinetuneArguments, ModelArguments
+from ..finetune import run_finetune
+from .common import command_line, parse_dataclasses
+
+DESCRIPTION = "Fine-tune a model on a GLUE task, evaluate it, and save it with compression.json."
+
+
+def run(argv: list[str]) -> int:
+    model_args, data_args, args = parse_dataclasses(
+        argv, (ModelArguments, DataArguments, FinetuneArguments), "finetune", DESCRIPTION, positional="model"
+    )
+    run_finetune(model_args, data_args, args, command_line(argv, "finetune"))
+    return 0

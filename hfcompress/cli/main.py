@@ -1,0 +1,58 @@
+"""The `hfcompress` command: dispatches to one module per subcommand."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from ..errors import HfcompressError
+from .common import print_error
+
+COMMANDS = {
+    "distill": "Distil a teacher into a smaller student on a GLUE task.",
+    "finetune": "Fine-tune a model on a GLUE task.",
+    "evaluate": "Evaluate a model on a GLUE dev set (official metric, size, latency).",
+    "demo": "Fine-tune, distil and evaluate the packaged MiniLM end to end, offline.",
+    "env": "Print versions for bug reports.",
+}
+
+
+def _usage() -> str:
+    lines = [
+        "usage: hfcompress <command> [options]   (hfcompress <command> --help for its options)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(version("hfcompress"))
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print_error(name, f"unknown command '{name}'; choose one of: {', '.join(COMMANDS)}.")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    module = importlib.import_module(f"hfcompress.cli.{name}")
+    try:
+        return module.run(rest)
+    except HfcompressError as err:
+        print_error(name, str(err))
+        return err.exit_code
+    except KeyboardInterrupt:
+        print_error(name, "interrupted.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Settings of a distillation run: the Trainer's own arguments plus the loss weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..arguments import FinetuneArguments
+from ..errors import UsageError
+
+
+def parse_layer_map(spec: str | None) -> dict[int, int] | None:
+    """'0:1,1:3,2:5' -> {0: 1, 1: 3, 2: 5} (student layer -> teacher layer)."""
+    if not spec:
+        return None
+    mapping = {}
+    for pair in spec.split(","):
+        student, _, teacher = pair.partition(":")
+        if not (student.strip().isdigit() and teacher.strip().isdigit()):
+            raise UsageError(f"--layer_map must look like 0:1,1:3 (student:teacher), not '{spec}'.")
+        mapping[int(student)] = int(teacher)
+    return mapping
+
+
+@dataclass
+class DistillationArguments(FinetuneArguments):
+    """Training arguments plus the weights of each distillation loss.
+
+    The total loss is
+    `distill_weight * KL_T + hard_label_weight * CE + hidden_weight * MSE_h + attention_weight * MSE_a
+    + cosine_weight * COS`.
+    """
+
+    temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the soft-target loss (> 0)."})
+    distill_weight: float = field(
+        default=0.5, metadata={"help": "Weight of the soft-target KL loss (scaled by temperature^2)."}
+    )
+    hard_label_weight: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the loss on the true labels (cross-entropy, MSE for STS-B)."},
+    )
+    hidden_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the hidden-state MSE between mapped layers."}
+    )
+    attention_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the attention-map MSE between mapped layers (uses eager attention)."},
+    )
+    cosine_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the cosine loss between mapped hidden states."}
+    )
+    layer_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "Student-to-teacher layer pairs for hidden/attention losses, e.g. '0:1,1:3,2:5'. Default: the "
+            "teacher layers the student was copied from, else evenly spaced."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.temperature > 0:
+            raise UsageError(f"temperature must be greater than 0, got {self.temperature}.")
+        weights = {
+            "distill_weight": self.distill_weight,
+            "hard_label_weight": self.hard_label_weight,
+            "hidden_weight": self.hidden_weight,
+            "attention_weight": self.attention_weight,
+            "cosine_weight": self.cosine_weight,
+        }
+        negative = [name for name, value in weights.items() if value < 0]
+        if negative:
+            raise UsageError(f"Loss weights must be >= 0, but {', '.join(negative)} is negative.")
+        if not any(weights.values()):
+            raise UsageError("At least one loss weight must be greater than 0; all of them are 0.")
+        parse_layer_map(self.layer_map)

@@ -1,0 +1,181 @@
+"""A `transformers.Trainer` that trains a student to match a frozen teacher."""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from ..architecture import hidden_size, num_layers
+from ..errors import UsageError
+from . import losses
+from .distillation_config import DistillationArguments, parse_layer_map
+
+
+def default_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
+    """Student layer i -> evenly spaced teacher layer, last onto last (12 -> 4 gives 2, 5, 8, 11)."""
+    step = teacher_layers / student_layers
+    return {i: int(round((i + 1) * step)) - 1 for i in range(student_layers)}
+
+
+def _forward_keys(model: nn.Module) -> set[str] | None:
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None  # accepts anything
+    return set(params)
+
+
+class DistillationTrainer(Trainer):
+    """Distil `teacher` into `model` (the student) with the losses weighted in `DistillationArguments`.
+
+    The teacher is frozen, kept in eval mode, run under no_grad, placed on the student's device by the
+    Trainer's accelerator, and is not a submodule of the student, so it never enters a checkpoint.
+    """
+
+    # compute_loss returns per-batch means, so the Trainer divides them by the accumulation steps.
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        teacher: PreTrainedModel,
+        args: DistillationArguments,
+        layer_map: dict[int, int] | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, DistillationArguments):
+            raise UsageError("DistillationTrainer needs DistillationArguments, not plain TrainingArguments.")
+        check_compatible(teacher, model)
+        super().__init__(model=model, args=args, **kwargs)
+        if args.attention_weight > 0:
+            for m in (self.model, teacher):
+                m.set_attn_implementation("eager")  # fused attention kernels return no attention maps
+        teacher.eval()
+        teacher.requires_grad_(False)
+        self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        self.layer_map = parse_layer_map(args.layer_map) or layer_map
+        if self.layer_map is None:
+            self.layer_map = default_layer_map(num_layers(model.config), num_layers(teacher.config))
+        self._check_layer_map(model, teacher)
+        self.hidden_projection = self._make_projection(model, teacher)
+        self._student_keys = _forward_keys(self.accelerator.unwrap_model(self.model))
+        self._teacher_keys = _forward_keys(teacher)
+        self._loss_sums: dict[str, float] = defaultdict(float)
+        self._loss_count = 0
+
+    def _check_layer_map(self, student, teacher):
+        s_layers, t_layers = num_layers(student.config), num_layers(teacher.config)
+        for s, t in self.layer_map.items():
+            if not (0 <= s < s_layers and 0 <= t < t_layers):
+                raise UsageError(
+                    f"Layer map pair {s}:{t} is out of range for a {s_layers}-layer student and a "
+                    f"{t_layers}-layer teacher."
+                )
+
+    def _make_projection(self, student, teacher) -> nn.Module | None:
+        """A learned map from student to teacher width when the hidden losses compare unequal widths."""
+        s_dim, t_dim = hidden_size(student.config), hidden_size(teacher.config)
+        if s_dim == t_dim or (self.args.hidden_weight == 0 and self.args.cosine_weight == 0):
+            return None
+        return nn.Linear(s_dim, t_dim).to(self.args.device)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.hidden_projection is not None and not any(
+            p is q for g in optimizer.param_groups for p in g["params"] for q in self.hidden_projection.parameters()
+        ):
+            # The projection trains with the student but is not part of it, so it is not saved with it.
+            optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    @staticmethod
+    def _select(inputs: dict, keys: set[str] | None) -> dict:
+        return {k: v for k, v in inputs.items() if keys is None or k in keys}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        want_hidden = args.hidden_weight > 0 or args.cosine_weight > 0
+        want_attention = args.attention_weight > 0
+        extra = {"output_hidden_states": want_hidden, "output_attentions": want_attention}
+        labels = inputs.get("labels")
+        model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+
+        student_out = model(**self._select(model_inputs, self._student_keys), **extra)
+        with torch.no_grad():
+            teacher_out = self.teacher(**self._select(model_inputs, self._teacher_keys), **extra)
+
+        parts = self.distillation_losses(student_out, teacher_out, labels, inputs.get("attention_mask"))
+        weights = {
+            "distill": args.distill_weight,
+            "hard": args.hard_label_weight,
+            "hidden": args.hidden_weight,
+            "attention": args.attention_weight,
+            "cosine": args.cosine_weight,
+        }
+        loss = sum(weights[name] * value for name, value in parts.items() if weights[name] > 0)
+        if model.training:
+            for name, value in parts.items():
+                self._loss_sums[name] += value.detach().item()
+            self._loss_count += 1
+        return (loss, student_out) if return_outputs else loss
+
+    def distillation_losses(self, student_out, teacher_out, labels, attention_mask) -> dict[str, torch.Tensor]:
+        """Every loss whose weight is non-zero, unweighted, keyed by name."""
+        args = self.args
+        parts = {}
+        s_logits, t_logits = student_out.logits, teacher_out.logits
+        if args.distill_weight > 0:
+            if s_logits.shape[-1] == 1:
+                parts["distill"] = losses.soft_target_mse(s_logits, t_logits)
+            else:
+                parts["distill"] = losses.soft_target_kl(s_logits, t_logits, args.temperature)
+        if args.hard_label_weight > 0 and labels is not None:
+            parts["hard"] = losses.hard_label_loss(s_logits, labels)
+        pairs = sorted(self.layer_map.items())
+        if args.hidden_weight > 0 or args.cosine_weight > 0:
+            # hidden_states[0] is the embedding output; layer i's output is hidden_states[i + 1].
+            s_states = [student_out.hidden_states[s + 1] for s, _ in pairs]
+            t_states = [teacher_out.hidden_states[t + 1] for _, t in pairs]
+            if self.hidden_projection is not None:
+                s_states = [self.hidden_projection(h) for h in s_states]
+            if args.hidden_weight > 0:
+                parts["hidden"] = torch.stack(
+                    [losses.hidden_state_mse(s, t, attention_mask) for s, t in zip(s_states, t_states)]
+                ).mean()
+            if args.cosine_weight > 0:
+                parts["cosine"] = torch.stack(
+                    [losses.hidden_state_cosine(s, t, attention_mask) for s, t in zip(s_states, t_states)]
+                ).mean()
+        if args.attention_weight > 0:
+            parts["attention"] = torch.stack(
+                [
+                    losses.attention_mse(student_out.attentions[s], teacher_out.attentions[t], attention_mask)
+                    for s, t in pairs
+                ]
+            ).mean()
+        return parts
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_count:
+            for name, total in self._loss_sums.items():
+                logs[f"loss_{name}"] = round(total / self._loss_count, 4)
+            self._loss_sums.clear()
+            self._loss_count = 0
+        super().log(logs, start_time)
+
+
+def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
+    """Refuse, before training, a student that cannot learn from this teacher's outputs."""
+    t_cfg, s_cfg = teacher.config, student.config
+    if getattr(t_cfg, "vocab_size", None) != getattr(s_cfg, "vocab_size", None):
+        raise UsageError(
+            f"Teacher and student vocabularies differ ({t_cfg.vocab_size} vs {s_cfg.vocab_size} tokens); "
+            "they must share a tokenizer."
+        )
+    if t_cfg.num_labels != s_cfg.num_labels:
+        raise UsageError(
+            f"Teacher has {t_cfg.num_labels} labels but the student has {s_cfg.num_labels}; they must match."
+        )

@@ -1,0 +1,159 @@
+"""`hfcompress distill`: the whole distillation job, from checks to the final report."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+
+from ..architecture import num_layers
+from ..arguments import DataArguments, ModelArguments, StudentArguments
+from ..data import get_task
+from ..evaluation import tokenize_splits
+from ..finetune import finetune_model
+from ..models import check_model_available, load_sequence_classifier, load_tokenizer
+from ..pipeline import check_output_dir, latency_info, load_data, measure, save_artifact, set_label_names
+from ..report import build_report, print_summary, write_report
+from .distillation_config import DistillationArguments
+from .distillation_trainer import DistillationTrainer, check_compatible
+from .student import build_student_from_teacher, parse_student_layers
+
+logger = logging.getLogger("hfcompress")
+
+LOSS_SETTINGS = (
+    "temperature",
+    "distill_weight",
+    "hard_label_weight",
+    "hidden_weight",
+    "attention_weight",
+    "cosine_weight",
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+)
+
+
+def run_distill(
+    model_args: ModelArguments,
+    student_args: StudentArguments,
+    data_args: DataArguments,
+    args: DistillationArguments,
+    command: str = "",
+):
+    """Distil `model_args.model` (the teacher) into a student; write the student and compression.json."""
+    task = get_task(data_args.task)
+    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    # Every check that can fail runs before any training.
+    teacher_name = check_model_available(model_args.model)
+    student_name = check_model_available(student_args.student) if student_args.student else None
+    splits = load_data(data_args, need_train=True)
+    tokenizer = load_tokenizer(teacher_name, model_args.trust_remote_code)
+    if student_name:
+        from ..pipeline import check_tokenizers_match
+
+        check_tokenizers_match(
+            tokenizer, load_tokenizer(student_name, model_args.trust_remote_code), teacher_name, student_name
+        )
+    teacher, fresh_head = load_sequence_classifier(teacher_name, task.num_labels, model_args.trust_remote_code)
+    teacher_layers = num_layers(teacher.config)
+    layers = None
+    if not student_name:
+        layers = parse_student_layers(student_args.student_layers or str(max(1, teacher_layers // 2)), teacher_layers)
+    steps, teacher_dir = [], None
+    if fresh_head:
+        teacher_dir = output_dir / "teacher"
+        logger.warning(
+            "'%s' has no classification head trained for %s; fine-tuning it first (kept in %s).",
+            teacher_name,
+            task.name,
+            teacher_dir,
+        )
+        print(f"Teacher '{teacher_name}' is not fine-tuned for {task.name}: fine-tuning it first into {teacher_dir}.")
+        teacher_args = _teacher_args(args, teacher_dir)
+        torch.manual_seed(args.seed)
+        teacher = finetune_model(teacher, tokenizer, splits, task, teacher_args, model_args.max_seq_length)
+        steps.append(
+            {
+                "method": "finetune",
+                "model": teacher_name,
+                "output": str(teacher_dir),
+                "settings": {"learning_rate": args.learning_rate, "epochs": args.num_train_epochs},
+            }
+        )
+    set_label_names(teacher, task)
+
+    if student_name:
+        student, _ = load_sequence_classifier(student_name, task.num_labels, model_args.trust_remote_code)
+        set_label_names(student, task)
+        layer_map = None
+    else:
+        student = build_student_from_teacher(teacher, layers)
+        layer_map = dict(enumerate(layers))
+    check_compatible(teacher, student)
+
+    train = tokenize_splits(splits["train"], tokenizer, task, model_args.max_seq_length)
+    from transformers import DataCollatorWithPadding
+
+    trainer = DistillationTrainer(
+        model=student,
+        teacher=teacher,
+        args=args,
+        layer_map=layer_map,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    trainer.train()
+    student = trainer.model
+    save_artifact(student, tokenizer, output_dir, args)
+
+    source = measure(
+        teacher,
+        tokenizer,
+        task,
+        splits,
+        "teacher",
+        str(teacher_dir or teacher_name),
+        teacher_dir,
+        data_args.latency_runs,
+        model_args.max_seq_length,
+    )
+    result = measure(
+        student,
+        tokenizer,
+        task,
+        splits,
+        "student",
+        str(output_dir),
+        output_dir,
+        data_args.latency_runs,
+        model_args.max_seq_length,
+    )
+    settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
+    settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
+    steps.append(
+        {
+            "method": "distillation",
+            "teacher": str(teacher_dir or teacher_name),
+            "student": student_name or f"teacher layers {','.join(map(str, layers))}",
+            "settings": settings,
+            "parameters": result["parameters"],
+            "size_bytes": result["size_bytes"],
+        }
+    )
+    report = build_report(task.name, command, source, result, steps, latency_info(data_args.latency_runs))
+    write_report(report, output_dir)
+    print_summary(report, "Distillation")
+    return report
+
+
+def _teacher_args(args: DistillationArguments, teacher_dir: Path):
+    """The run's own training arguments, pointed at the teacher's folder (and never pushed)."""
+    teacher_args = copy.copy(args)
+    teacher_args.output_dir = str(teacher_dir)
+    teacher_args.push_to_hub = False
+    return teacher_args

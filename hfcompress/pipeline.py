@@ -1,0 +1,124 @@
+"""Steps every command shares: checking the output folder, loading data, training, measuring, saving."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from .arguments import DataArguments
+from .data import GlueTask, get_task, load_glue
+from .errors import UsageError
+from .evaluation import evaluate_model, glue_score, tokenize_splits
+from .measure import describe_model, latency_setup, torch_latency_ms
+
+logger = logging.getLogger("hfcompress")
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> Path:
+    """Refuse a non-empty output folder unless asked to overwrite; never delete anything in it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"Output path '{path}' exists and is not a directory.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UsageError(
+            f"Output directory '{path}' already exists and is not empty; pass --overwrite_output_dir to write into it."
+        )
+    return path
+
+
+def load_data(data_args: DataArguments, need_train: bool):
+    splits = load_glue(
+        data_args.task,
+        data_dir=data_args.data_dir,
+        train_file=data_args.train_file,
+        validation_file=data_args.validation_file,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+    )
+    task = get_task(data_args.task)
+    if need_train and "train" not in splits:
+        raise UsageError(f"Training needs a train split for {task.name}; pass --train-file or a --data-dir with one.")
+    if not any(split in splits for split in task.validation_splits):
+        raise UsageError(f"Evaluation needs a validation split for {task.name}; pass --validation-file or --data-dir.")
+    return splits
+
+
+def set_label_names(model, task: GlueTask) -> None:
+    """Give the config readable labels, so pipelines and the Hub widget show 'positive' rather than LABEL_1."""
+    if task.label_names:
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    if task.is_regression:
+        model.config.problem_type = "regression"
+    else:
+        model.config.problem_type = "single_label_classification"
+
+
+def check_tokenizers_match(teacher_tokenizer, student_tokenizer, teacher_name: str, student_name: str) -> None:
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise UsageError(
+            f"The tokenizers of '{teacher_name}' and '{student_name}' have different vocabularies; distillation "
+            "needs a student that reads the same token ids as its teacher."
+        )
+
+
+def train_classifier(model, tokenizer, splits, task: GlueTask, args, max_length: int):
+    """Fine-tune `model` on the task's train split with a plain `transformers.Trainer`."""
+    from transformers import DataCollatorWithPadding, Trainer
+
+    train = tokenize_splits(splits["train"], tokenizer, task, max_length)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    trainer.train()
+    return trainer.model
+
+
+def save_artifact(model, tokenizer, output_dir: str | Path, training_args=None) -> None:
+    """Save safetensors weights, config, tokenizer and the training arguments as JSON (no pickles)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    if training_args is not None:
+        (output_dir / "training_args.json").write_text(training_args.to_json_string())
+
+
+def measure(
+    model,
+    tokenizer,
+    task,
+    splits,
+    label: str,
+    name: str,
+    directory=None,
+    latency_runs: int = 10,
+    max_length: int = 128,
+) -> dict:
+    """GLUE dev metrics, parameters, size and CPU latency of one model, as stored in compression.json."""
+    logger.info("Evaluating %s on %s", label, task.name)
+    metrics = evaluate_model(model, tokenizer, task, splits, max_length=max_length)
+    entry = {"label": label, "model": name, "metrics": metrics, "score": glue_score(metrics)}
+    entry.update(describe_model(model, directory))
+    if latency_runs:
+        entry["latency_ms"] = torch_latency_ms(model, repeats=latency_runs)
+    return entry
+
+
+def latency_info(latency_runs: int) -> dict | None:
+    return latency_setup(repeats=latency_runs) if latency_runs else None
+
+
+def dataclass_settings(obj, keys) -> dict:
+    values = asdict(obj)
+    return {k: values[k] for k in keys if k in values}
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,127 @@
+"""compression.json: what a run did and measured, and the summary table printed at its end."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from pathlib import Path
+
+REPORT_NAME = "compression.json"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for name in ("hfcompress", "torch", "transformers", "datasets", "accelerate", "huggingface_hub"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def ratios(source: dict, result: dict) -> dict[str, float]:
+    """result/source for quality and size; source/result for latency (a speed-up above 1 is good)."""
+    out = {}
+    if source.get("score") and result.get("score") is not None:
+        out["score"] = round(result["score"] / source["score"], 4)
+    for key in ("parameters", "size_bytes"):
+        if source.get(key) and result.get(key):
+            out[key] = round(result[key] / source[key], 4)
+    for batch, ms in (result.get("latency_ms") or {}).items():
+        if (source.get("latency_ms") or {}).get(batch) and ms:
+            out[f"speedup_{batch}"] = round(source["latency_ms"][batch] / ms, 3)
+    return out
+
+
+def build_report(task: str, command: str, source: dict, result: dict, steps: list[dict], latency: dict | None) -> dict:
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "task": task,
+        "command": command,
+        "source": source,
+        "result": result,
+        "ratios": ratios(source, result),
+        "steps": steps,
+        "latency_setup": latency,
+        "versions": library_versions(),
+    }
+
+
+def write_report(report: dict, output_dir: str | Path) -> Path:
+    path = Path(output_dir) / REPORT_NAME
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_report(directory: str | Path) -> dict | None:
+    path = Path(directory) / REPORT_NAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt_bytes(n: int | None) -> str:
+    return "-" if not n else f"{n / 1e6:.1f} MB"
+
+
+def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    src, res, rat = report["source"], report["result"], report["ratios"]
+    rows = []
+    for name in res.get("metrics", {}):
+        rows.append((name, f"{src.get('metrics', {}).get(name, float('nan')):.4f}", f"{res['metrics'][name]:.4f}", ""))
+    rows.append(
+        (
+            "GLUE score",
+            f"{src.get('score', float('nan')):.4f}",
+            f"{res.get('score', float('nan')):.4f}",
+            f"{rat.get('score', float('nan')):.3f}x",
+        )
+    )
+    rows.append(
+        (
+            "parameters",
+            f"{src.get('parameters', 0) / 1e6:.2f} M",
+            f"{res.get('parameters', 0) / 1e6:.2f} M",
+            f"{rat.get('parameters', float('nan')):.3f}x",
+        )
+    )
+    rows.append(
+        (
+            "size on disk",
+            _fmt_bytes(src.get("size_bytes")),
+            _fmt_bytes(res.get("size_bytes")),
+            f"{rat.get('size_bytes', float('nan')):.3f}x",
+        )
+    )
+    for batch, ms in (res.get("latency_ms") or {}).items():
+        rows.append(
+            (
+                f"latency {batch.replace('_', ' ')}",
+                f"{src['latency_ms'][batch]:.1f} ms",
+                f"{ms:.1f} ms",
+                f"{rat.get(f'speedup_{batch}', float('nan')):.2f}x faster",
+            )
+        )
+    return rows
+
+
+def print_summary(report: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title} ({report['task']})")
+    for column in (
+        "",
+        report["source"].get("label", "source"),
+        report["result"].get("label", "result"),
+        "ratio",
+    ):
+        table.add_column(column, justify="right" if column else "left")
+    for row in summary_rows(report):
+        table.add_row(*row)
+    console = Console(width=110)
+    console.print(table)
+    if report.get("latency_setup"):
+        setup = report["latency_setup"]
+        console.print(f"CPU latency: seq {setup['seq_len']}, {setup['threads']} threads, {setup['statistic']}.")
