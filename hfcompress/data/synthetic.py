@@ -54,8 +54,8 @@ def write_sentiment_task(out_dir: str | Path, n_train: int = 2000, n_dev: int = 
         if sentence not in seen:
             seen.add(sentence)
             pools[label].append(sentence)
-    else:
-        raise UsageError(f"Cannot make {n_train + n_dev} distinct sentences; ask for fewer with n_train and n_dev.")
+    if any(len(pools[label]) < wanted[label] for label in pools):
+        raise UsageError(f"Cannot make {n_train + n_dev} distinct sentences; ask for fewer n_train or n_dev.")
 
     dev_counts = {1: n_dev // 2, 0: n_dev - n_dev // 2}
     splits = {

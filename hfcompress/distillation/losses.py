@@ -30,11 +30,16 @@ def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of per-token `values` (batch, seq) over positions where `mask` is 1."""
+    """Mean over examples of each example's mean over its real tokens; `values` and `mask` are (batch, seq).
+
+    Weighting examples (not tokens) equally makes the loss of a batch of 8 equal the average of two
+    batches of 4, so gradient accumulation gives the same update as one large batch.
+    """
     if mask is None:
         return values.mean()
     mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+    per_example = (values * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return per_example.mean()
 
 
 def hidden_state_mse(
