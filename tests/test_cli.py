@@ -4,9 +4,8 @@ import json
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
-
 from conftest import run_cli, snapshot, tiny_config
+from transformers import AutoModelForSequenceClassification
 
 TRAIN_FLAGS = ["--per-device-train-batch-size", "8", "--learning-rate", "1e-3", "--latency-runs", "1"]
 

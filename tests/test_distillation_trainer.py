@@ -1,10 +1,10 @@
 import pytest
 import torch
+from conftest import tiny_classifier
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import DataCollatorWithPadding
 
-from conftest import tiny_classifier
 from hfcompress.distillation import DistillationArguments, DistillationTrainer, build_student_from_teacher
 from hfcompress.errors import UsageError
 

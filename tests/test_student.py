@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import tiny_classifier
 from transformers import AutoModelForSequenceClassification
 
-from conftest import tiny_classifier
 from hfcompress.architecture import find_layer_list, num_layers
 from hfcompress.distillation import build_student_from_teacher, parse_student_layers
 from hfcompress.errors import UsageError

@@ -224,7 +224,11 @@ def _read_classic_tsv(task: GlueTask, path: Path) -> dict[str, list]:
 # --- the user's own csv / tsv / json files -----------------------------------------------------------
 
 
-def _load_user_files(task: GlueTask, train_file: str | Path | None, validation_file: str | Path | None) -> DatasetDict:
+def _load_user_files(
+    task: GlueTask,
+    train_file: str | Path | None,
+    validation_file: str | Path | None,
+) -> DatasetDict:
     splits = DatasetDict()
     if train_file is not None:
         splits["train"] = _to_dataset(task, _read_user_file(task, Path(train_file)))

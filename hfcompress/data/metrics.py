@@ -25,7 +25,7 @@ def predictions_from_logits(task: str | GlueTask, logits: ArrayLike) -> np.ndarr
         return values.astype(np.float64)
     if values.ndim == 2:
         if values.shape[1] != task.num_labels:
-            raise ValueError(f"{task.name} logits must have shape (n, {task.num_labels}), not {values.shape}.")
+            raise ValueError(f"{task.name} logits need shape (n, {task.num_labels}), not {values.shape}.")
         return values.argmax(axis=1)
     if values.ndim != 1:
         raise ValueError(f"{task.name} predictions must be class ids (n,) or logits (n, {task.num_labels}).")
@@ -34,7 +34,11 @@ def predictions_from_logits(task: str | GlueTask, logits: ArrayLike) -> np.ndarr
     return values.astype(np.int64)
 
 
-def compute_glue_metrics(task: str | GlueTask, predictions: ArrayLike, references: ArrayLike) -> dict[str, float]:
+def compute_glue_metrics(
+    task: str | GlueTask,
+    predictions: ArrayLike,
+    references: ArrayLike,
+) -> dict[str, float]:
     """Score predictions (class ids, logits, or stsb scores) against gold labels with the task's metrics."""
     task = get_task(task)
     preds = predictions_from_logits(task, predictions)

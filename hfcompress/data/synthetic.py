@@ -103,7 +103,8 @@ def _sentence(rng: random.Random, label: int) -> str:
             opening = _words(first, "was not", _adjective(rng, positive))
         else:
             opening = _words(first, rng.choice(VERBS), _adjective(rng, not positive))
-        return _words(opening, rng.choice(("but", ", but")), second, rng.choice(VERBS), _adjective(rng, positive), ".")
+        closing = _words(second, rng.choice(VERBS), _adjective(rng, positive), ".")
+        return _words(opening, rng.choice(("but", ", but")), closing)
     if kind < 0.9:  # concession: the main clause decides
         return _words(
             "although", first, rng.choice(VERBS), _adjective(rng, not positive), ",",
