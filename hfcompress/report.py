@@ -1,4 +1,23 @@
-"""compression.json: what a run did and measured, and the summary table printed at its end."""
+"""compression.json: what a run did and measured, and the summary table printed at its end.
+
+Schema (every command writes the same shape; later steps add keys, never rename them):
+
+    created      ISO time (UTC)
+    task         GLUE task name, e.g. "sst2"
+    command      the exact command line (or Python call) that produced the folder
+    source       the model compressed:   {label, model, metrics, score, parameters, size_bytes, latency_ms?, ...}
+    result       the model in this folder, same keys, plus per method:
+                   backend      "transformers" (default) | "onnxruntime" | "bitsandbytes"
+                   sparsity     {"global": float, "per_layer": {name: float}, "compressed_size_bytes": int, ...}
+                   memory_bytes bytes of parameters and buffers in memory (quantization)
+    ratios       result/source for score, parameters, size_bytes; speedup_batch_N = source/result latency
+    steps        lineage, oldest first: [{method, settings, parameters, size_bytes, ...}]
+    latency_setup {device, seq_len, threads, statistic} or null when latency was skipped
+    versions     python and library versions
+
+metrics are GLUE dev metrics keyed by name (accuracy, f1, matthews_correlation, pearson, spearmanr;
+MNLI adds _matched / _mismatched suffixes); score is their mean.
+"""
 
 from __future__ import annotations
 

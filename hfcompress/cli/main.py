@@ -13,6 +13,8 @@ COMMANDS = {
     "distill": "Distil a teacher into a smaller student on a GLUE task.",
     "finetune": "Fine-tune a model on a GLUE task.",
     "evaluate": "Evaluate a model on a GLUE dev set (official metric, size, latency).",
+    "quantize": "Quantize a model: ONNX Runtime int8 (CPU) or bitsandbytes int8 / NF4.",
+    "push": "Publish an output directory, with its model card, to the Hugging Face Hub.",
     "demo": "Fine-tune, distil and evaluate the packaged MiniLM end to end, offline.",
     "env": "Print versions for bug reports.",
 }
