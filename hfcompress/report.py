@@ -113,6 +113,17 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
             f"{rat.get('size_bytes', float('nan')):.3f}x",
         )
     )
+    sparsity = res.get("sparsity")
+    if sparsity:
+        rows.append(("sparsity (pruned layers)", "0.000", f"{sparsity['global']:.3f}", ""))
+        rows.append(("sparsity (all weights)", "", f"{sparsity['all_parameters']:.3f}", ""))
+        if sparsity.get("compressed_size_bytes") and src.get("compressed_size_bytes"):
+            ratio = sparsity["compressed_size_bytes"] / src["compressed_size_bytes"]
+            rows.append(("compressed size (zlib)", _fmt_bytes(src["compressed_size_bytes"]),
+                         _fmt_bytes(sparsity["compressed_size_bytes"]), f"{ratio:.3f}x"))  # fmt: skip
+        if sparsity.get("intermediate_size"):
+            before, after = sparsity["intermediate_size"]
+            rows.append(("FFN intermediate size", str(before), str(after), f"{after / before:.3f}x"))
     for batch, ms in (res.get("latency_ms") or {}).items():
         rows.append(
             (
@@ -141,6 +152,9 @@ def print_summary(report: dict, title: str) -> None:
         table.add_row(*row)
     console = Console(width=110)
     console.print(table)
+    note = (report["result"].get("sparsity") or {}).get("note")
+    if note:
+        console.print(note)
     if report.get("latency_setup"):
         setup = report["latency_setup"]
         console.print(f"CPU latency: seq {setup['seq_len']}, {setup['threads']} threads, {setup['statistic']}.")

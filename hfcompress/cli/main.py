@@ -13,6 +13,7 @@ COMMANDS = {
     "distill": "Distil a teacher into a smaller student on a GLUE task.",
     "finetune": "Fine-tune a model on a GLUE task.",
     "evaluate": "Evaluate a model on a GLUE dev set (official metric, size, latency).",
+    "prune": "Prune a model gradually while fine-tuning or distilling (unstructured, 2:4 or FFN neurons).",
     "quantize": "Quantize a model: ONNX Runtime int8 (CPU) or bitsandbytes int8 / NF4.",
     "push": "Publish an output directory, with its model card, to the Hugging Face Hub.",
     "demo": "Fine-tune, distil and evaluate the packaged MiniLM end to end, offline.",

@@ -1,0 +1,159 @@
+"""Gradual magnitude pruning as a `TrainerCallback`: add it to any `transformers.Trainer`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import TrainerCallback
+
+from .ffn import apply_neuron_masks, check_ffn_target, find_feed_forwards, intermediate_size, neuron_masks
+from .masks import check_two_four, prunable_modules, sparsity_of, two_four_masks, unstructured_masks
+from .pruning_config import PruningConfig
+
+logger = logging.getLogger("hfcompress")
+
+MASKS_FILE = "pruning_masks.safetensors"
+STATE_FILE = "pruning_state.json"
+
+
+class GradualMagnitudePruningCallback(TrainerCallback):
+    """Prunes the model on the schedule's steps and keeps pruned weights at exactly zero.
+
+    Masks are recomputed from weight magnitudes at each update step (before that step's forward pass) and
+    re-applied after every optimizer step, so momentum and weight decay cannot revive a pruned weight.
+    Every process computes the same masks from the same (synchronised) weights. Checkpoints get the masks
+    (`pruning_masks.safetensors`) and the schedule state (`pruning_state.json`); resuming continues the
+    schedule where it stopped.
+
+    ```python
+    trainer = Trainer(model, args, train_dataset=train,
+                      callbacks=[GradualMagnitudePruningCallback(PruningConfig(sparsity=0.9))])
+    ```
+    """
+
+    def __init__(self, config: PruningConfig | None = None, **kwargs):
+        self.config = config or PruningConfig(**kwargs)
+        self.model = None
+        self.end_step: int | None = None
+        self.masks: dict[str, torch.Tensor] = {}  # unstructured / 2:4: module name -> keep-mask of its weight
+        self.neuron_masks: list[torch.Tensor] = []  # ffn: per block, keep-mask over intermediate neurons
+        self.current_sparsity = 0.0
+        self.history: list[tuple[int, float]] = []  # (step, sparsity) at each mask update
+
+    # -- setup -------------------------------------------------------------------------------------
+    def setup(self, model, max_steps: int) -> None:
+        """Check the config against this model and run; called by on_train_begin, usable before training."""
+        self.model = model
+        self.end_step = self.config.resolve_end_step(max_steps)
+        if self.config.structure == "ffn":
+            self.ffns = find_feed_forwards(model)
+            self.keep_neurons = check_ffn_target(model, self.config.sparsity, self.config.ffn_size)
+            self.width = intermediate_size(model.config)[1]
+        else:
+            self.modules = prunable_modules(model, self.config.modules)
+            if self.config.structure == "2:4":
+                check_two_four(self._weights())
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        return {name: module.weight for name, module in self.modules.items()}
+
+    # -- masks -------------------------------------------------------------------------------------
+    def target_sparsity(self, step: int) -> float:
+        return self.config.sparsity_at(step, self.end_step)
+
+    @torch.no_grad()
+    def update_masks(self, step: int) -> None:
+        sparsity = self.target_sparsity(step)
+        if self.config.structure == "ffn":
+            # The schedule's progress (s_t / s_f) scales the number of neurons removed at the end.
+            final_removed = self.width - self.keep_neurons
+            removed = round(final_removed * sparsity / self.config.sparsity) if self.config.sparsity else 0
+            self.neuron_masks = neuron_masks(self.ffns, min(removed, final_removed))
+            self.current_sparsity = removed / self.width
+        else:
+            build = two_four_masks if self.config.structure == "2:4" else unstructured_masks
+            self.masks = build(self._weights(), sparsity, self.config.scope)
+            self.current_sparsity = sparsity_of(self.masks)
+        self.history.append((step, self.current_sparsity))
+        self.apply_masks()
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        if self.config.structure == "ffn":
+            if self.neuron_masks:
+                apply_neuron_masks(self.ffns, self.neuron_masks)
+            return
+        for name, keep in self.masks.items():
+            weight = self.modules[name].weight
+            weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
+
+    # -- Trainer events ----------------------------------------------------------------------------
+    def maybe_update(self, step: int) -> None:
+        """Recompute masks when `step` optimizer steps are done and `step` is one of the schedule's steps."""
+        done = self.history and self.history[-1][0] == step
+        if step >= self.config.start_step and self.config.is_update_step(step, self.end_step) and not done:
+            self.update_masks(step)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.setup(model, state.max_steps)
+        if state.global_step > 0:
+            self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
+        self.maybe_update(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.maybe_update(state.global_step)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.apply_masks()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.apply_masks()
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not state.is_world_process_zero or not folder.is_dir():
+            return
+        tensors = {f"mask.{name}": mask.contiguous().cpu() for name, mask in self.masks.items()}
+        tensors.update({f"neurons.{i}": mask.cpu() for i, mask in enumerate(self.neuron_masks)})
+        if tensors:
+            save_file(tensors, folder / MASKS_FILE)
+        state_json = {"config": self.config.to_dict(), "end_step": self.end_step, "history": self.history}
+        (folder / STATE_FILE).write_text(json.dumps(state_json, indent=2))
+
+    @torch.no_grad()
+    def _masks_from_zeros(self) -> None:
+        """Without a masks file (a checkpoint from elsewhere), pruned weights are the exact zeros."""
+        if self.config.structure == "ffn":
+            self.neuron_masks = [ffn.up[0].weight.ne(0).any(dim=1) for ffn in self.ffns]
+            pruned = self.width - int(self.neuron_masks[0].sum())
+            self.neuron_masks = self.neuron_masks if pruned else []
+            self.current_sparsity = pruned / self.width
+        else:
+            self.masks = {name: module.weight.ne(0) for name, module in self.modules.items()}
+            self.current_sparsity = sparsity_of(self.masks)
+
+    def _restore(self, folder: Path, step: int) -> None:
+        if (folder / STATE_FILE).is_file():
+            saved = json.loads((folder / STATE_FILE).read_text())
+            self.history = [tuple(entry) for entry in saved["history"]]
+            self.end_step = saved["end_step"]
+        if (folder / MASKS_FILE).is_file():
+            tensors = load_file(folder / MASKS_FILE)
+            self.masks = {
+                k.removeprefix("mask."): v.to(self.modules[k.removeprefix("mask.")].weight.device)
+                for k, v in tensors.items()
+                if k.startswith("mask.")
+            }
+            count = sum(k.startswith("neurons.") for k in tensors)
+            self.neuron_masks = [tensors[f"neurons.{i}"] for i in range(count)]
+            self.current_sparsity = (
+                sparsity_of(self.masks) if self.masks else 1 - self.neuron_masks[0].float().mean().item()
+            )
+            self.apply_masks()
+            logger.info("Restored pruning masks from %s (sparsity %.3f).", folder, self.current_sparsity)
+        else:
+            self._masks_from_zeros()

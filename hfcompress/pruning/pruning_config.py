@@ -1,0 +1,98 @@
+"""Settings of gradual magnitude pruning, shared by the callback, the Trainer and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..errors import UsageError
+from .schedules import SCHEDULES, is_update_step
+
+STRUCTURES = ("unstructured", "2:4", "ffn")
+SCOPES = ("global", "per-layer")
+
+
+@dataclass
+class PruningConfig:
+    """What to prune, how much, and on which steps (Zhu & Gupta's gradual magnitude pruning)."""
+
+    sparsity: float = field(
+        default=0.9,
+        metadata={"help": "Target sparsity in [0, 1): fraction of weights (ffn: of FFN neurons) set to zero."},
+    )
+    initial_sparsity: float = field(default=0.0, metadata={"help": "Sparsity at the start step."})
+    start_step: int = field(default=0, metadata={"help": "Optimizer step at which pruning starts."})
+    end_step: int | None = field(
+        default=None,
+        metadata={"help": "Step at which the target sparsity is reached. Default: 70% of the run's steps."},
+    )
+    update_frequency: int = field(default=10, metadata={"help": "Recompute masks every this many steps."})
+    schedule: str = field(default="cubic", metadata={"help": "Sparsity schedule: cubic, linear or constant."})
+    scope: str = field(
+        default="global",
+        metadata={"help": "global: one magnitude threshold across all pruned layers; per-layer: one per layer."},
+    )
+    structure: str = field(
+        default="unstructured",
+        metadata={
+            "help": "unstructured (any weight), 2:4 (2 of every 4 consecutive input weights, sparsity 0.5), or "
+            "ffn (remove FFN neurons; the saved model is smaller and faster)."
+        },
+    )
+    modules: str | None = field(
+        default=None,
+        metadata={
+            "help": "Regex on module names selecting the Linear layers to prune. Default: every Linear layer "
+            "inside the transformer blocks (never embeddings, LayerNorm, biases or the classifier)."
+        },
+    )
+    ffn_size: int | None = field(
+        default=None, metadata={"help": "structure ffn: target intermediate size (instead of --sparsity)."}
+    )
+
+    def __post_init__(self):
+        if not 0.0 <= self.sparsity < 1.0:
+            raise UsageError(f"Sparsity must be in [0, 1), got {self.sparsity}.")
+        if not 0.0 <= self.initial_sparsity <= self.sparsity:
+            raise UsageError(
+                f"initial_sparsity must be between 0 and the target sparsity {self.sparsity}, "
+                f"got {self.initial_sparsity}."
+            )
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"Unknown schedule '{self.schedule}'; choose one of: {', '.join(SCHEDULES)}.")
+        if self.scope not in SCOPES:
+            raise UsageError(f"Unknown scope '{self.scope}'; choose global or per-layer.")
+        if self.structure not in STRUCTURES:
+            raise UsageError(f"Unknown structure '{self.structure}'; choose one of: {', '.join(STRUCTURES)}.")
+        if self.structure == "2:4" and self.sparsity != 0.5:
+            raise UsageError(
+                f"2:4 pruning removes exactly half the weights; pass --sparsity 0.5, not {self.sparsity}."
+            )
+        if self.structure != "ffn" and self.ffn_size is not None:
+            raise UsageError("--ffn-size only applies to --structure ffn.")
+        if self.start_step < 0:
+            raise UsageError(f"start_step must be 0 or more, got {self.start_step}.")
+        if self.update_frequency < 1:
+            raise UsageError(f"update_frequency must be at least 1, got {self.update_frequency}.")
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise UsageError(f"end_step ({self.end_step}) must come after start_step ({self.start_step}).")
+
+    def resolve_end_step(self, max_steps: int) -> int:
+        """The end step for a run of `max_steps` optimizer steps, checked against that run."""
+        end = self.end_step if self.end_step is not None else max(self.start_step + 1, int(0.7 * max_steps))
+        if end > max_steps:
+            raise UsageError(f"end_step ({end}) is past the run's last step ({max_steps}).")
+        if end <= self.start_step:
+            raise UsageError(
+                f"The run has only {max_steps} steps, too few to prune after start_step {self.start_step}."
+            )
+        return end
+
+    def sparsity_at(self, step: int, end_step: int) -> float:
+        fn = SCHEDULES[self.schedule]
+        return fn(step, self.initial_sparsity, self.sparsity, self.start_step, end_step, self.update_frequency)
+
+    def is_update_step(self, step: int, end_step: int) -> bool:
+        return is_update_step(step, self.start_step, end_step, self.update_frequency)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

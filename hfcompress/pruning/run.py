@@ -1,0 +1,123 @@
+"""`hfcompress prune`: gradual magnitude pruning while fine-tuning, or while distilling from a teacher."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..arguments import DataArguments, ModelArguments
+from ..data import get_task
+from ..distillation import DistillationArguments, DistillationTrainer
+from ..errors import UsageError
+from ..evaluation import tokenize_splits
+from ..models import check_model_available, load_sequence_classifier, load_tokenizer
+from ..pipeline import (
+    check_output_dir,
+    check_tokenizers_match,
+    latency_info,
+    load_data,
+    measure,
+    save_artifact,
+    set_label_names,
+)
+from ..report import build_report, print_summary, write_report
+from .callback import GradualMagnitudePruningCallback
+from .pruning_config import PruningConfig
+from .report import DENSE_NOTE, compressed_size, make_permanent, sparsity_report
+
+
+@dataclass
+class TeacherArguments:
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Prune while distilling from this fine-tuned teacher (Hub id, alias or folder)."},
+    )
+
+
+def planned_steps(args, n_train: int) -> int:
+    """The number of optimizer steps the Trainer will run, computed the way it does (one process)."""
+    if args.max_steps > 0:
+        return args.max_steps
+    batches = math.ceil(n_train / (args.per_device_train_batch_size * max(1, args.world_size)))
+    ga = args.gradient_accumulation_steps
+    per_epoch = max(batches // ga + int(batches % ga > 0), 1)
+    return math.ceil(args.num_train_epochs * per_epoch)
+
+
+def run_prune(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    pruning: PruningConfig,
+    teacher_args: TeacherArguments,
+    args: DistillationArguments,
+    command: str = "",
+):
+    task = get_task(data_args.task)
+    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    model_name = check_model_available(model_args.model)
+    teacher_name = check_model_available(teacher_args.teacher) if teacher_args.teacher else None
+    splits = load_data(data_args, need_train=True)
+    tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
+    if teacher_name:
+        teacher_tokenizer = load_tokenizer(teacher_name, model_args.trust_remote_code)
+        check_tokenizers_match(teacher_tokenizer, tokenizer, teacher_name, model_name)
+    torch.manual_seed(args.seed)
+    model, _ = load_sequence_classifier(model_name, task.num_labels, model_args.trust_remote_code)
+    set_label_names(model, task)
+    teacher = None
+    if teacher_name:
+        teacher, fresh = load_sequence_classifier(teacher_name, task.num_labels, model_args.trust_remote_code)
+        if fresh:
+            raise UsageError(
+                f"Teacher '{teacher_name}' is not fine-tuned for {task.name}; run hfcompress finetune first."
+            )
+    train = tokenize_splits(splits["train"], tokenizer, task, model_args.max_seq_length)
+    callback = GradualMagnitudePruningCallback(pruning)
+    callback.setup(model, planned_steps(args, len(train)))  # every config check, before any training
+
+    source_dir = model_name if Path(model_name).is_dir() else None
+    source = measure(model, tokenizer, task, splits, "original", model_name, source_dir,
+                     data_args.latency_runs, model_args.max_seq_length)  # fmt: skip
+    from transformers import DataCollatorWithPadding, Trainer
+
+    common = dict(args=args, train_dataset=train, processing_class=tokenizer, callbacks=[callback],
+                  data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
+    if teacher is not None:
+        trainer = DistillationTrainer(model=model, teacher=teacher, **common)
+    else:
+        trainer = Trainer(model=model, **common)
+    trainer.train()
+    model = trainer.model
+    changes = make_permanent(callback, model)
+    save_artifact(model, tokenizer, output_dir, args)
+
+    result = measure(model, tokenizer, task, splits, "pruned", str(output_dir), output_dir,
+                     data_args.latency_runs, model_args.max_seq_length)  # fmt: skip
+    names = list(getattr(callback, "modules", {}) or {})
+    result["sparsity"] = {
+        "structure": pruning.structure,
+        "scope": pruning.scope,
+        **sparsity_report(output_dir / "model.safetensors", names),
+        "compressed_size_bytes": compressed_size(output_dir / "model.safetensors"),
+        "compression": "zlib level 6 (gzip's deflate) of model.safetensors",
+        **changes,
+    }
+    if pruning.structure != "ffn":
+        result["sparsity"]["note"] = DENSE_NOTE
+    if source_dir and (Path(source_dir) / "model.safetensors").is_file():
+        source["compressed_size_bytes"] = compressed_size(Path(source_dir) / "model.safetensors")
+    settings = pruning.to_dict()
+    settings.update(end_step=callback.end_step, teacher=teacher_name, learning_rate=args.learning_rate,
+                    max_steps=trainer.state.max_steps, schedule_history=callback.history)  # fmt: skip
+    if teacher_name:
+        settings.update(temperature=args.temperature, distill_weight=args.distill_weight,
+                        hard_label_weight=args.hard_label_weight)  # fmt: skip
+    step = {"method": "pruning", "settings": settings, "parameters": result["parameters"],
+            "size_bytes": result["size_bytes"], "sparsity": result["sparsity"]["global"]}  # fmt: skip
+    report = build_report(task.name, command, source, result, [step], latency_info(data_args.latency_runs))
+    write_report(report, output_dir)
+    print_summary(report, "Pruning" + (" with distillation" if teacher_name else ""))
+    return report
