@@ -1,4 +1,4 @@
-"""hfcompress prune MODEL --task sst2 --sparsity 0.9 [--structure unstructured|2:4|ffn] [--teacher T] -o OUT"""
+"""hfcompress prune MODEL --task T --sparsity 0.9 [--structure unstructured|2:4|ffn] [--teacher T] --output-dir OUT"""
 
 from ..arguments import DataArguments, ModelArguments
 from ..distillation import DistillationArguments
