@@ -1,0 +1,70 @@
+"""Benchmark: prune the SST-2 MiniLM teacher while distilling from it (unpruned), on real SST-2.
+
+Runs `hfcompress prune` for 80% and 90% unstructured sparsity and for FFN pruning to half the
+intermediate size, then prints the figures for BENCHMARKS.md. Needs a fine-tuned teacher, e.g. from
+scripts/bench_distill.py:
+
+    python scripts/bench_prune.py --teacher runs/bench-distill/teacher --data-dir ../shared/data/glue
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNS = {
+    "unstructured-80": ["--sparsity", "0.8"],
+    "unstructured-90": ["--sparsity", "0.9"],
+    "ffn-half": ["--structure", "ffn", "--ffn-size", "768", "--num-train-epochs", "1"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="runs/bench-distill/teacher")
+    parser.add_argument("--data-dir", default="../shared/data/glue")
+    parser.add_argument("--train-samples", type=int, default=20000)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--out", default="runs/bench-prune")
+    args = parser.parse_args()
+    summary = {}
+    for name in args.runs:
+        out = Path(args.out) / name
+        start = time.time()
+        command = [sys.executable, "-m", "hfcompress", "prune", args.teacher, "--teacher", args.teacher,
+                   "--task", "sst2", "--data-dir", args.data_dir, "--max-train-samples", str(args.train_samples),
+                   "--num-train-epochs", str(args.epochs), "--per-device-train-batch-size", "32",
+                   "--learning-rate", "5e-5", "--warmup-steps", "0.05", "--update-frequency", "25",
+                   "--temperature", "2", "--distill-weight", "0.7", "--hard-label-weight", "0.3",
+                   "--logging-steps", "100", "--seed", "42", "--latency-runs", "20",
+                   "--output-dir", str(out), "--overwrite_output_dir", *RUNS[name]]  # fmt: skip
+        print("+", " ".join(command[2:]), flush=True)
+        subprocess.run(command, check=True)
+        report = json.loads((out / "compression.json").read_text())
+        src, res, ratio = report["source"], report["result"], report["ratios"]
+        summary[name] = {
+            "teacher_accuracy": src["metrics"]["accuracy"],
+            "pruned_accuracy": res["metrics"]["accuracy"],
+            "accuracy_ratio": ratio["score"],
+            "sparsity_pruned_layers": res["sparsity"]["global"],
+            "sparsity_all_weights": res["sparsity"]["all_parameters"],
+            "size_bytes": [src["size_bytes"], res["size_bytes"]],
+            "compressed_size_bytes": [src.get("compressed_size_bytes"), res["sparsity"]["compressed_size_bytes"]],
+            "intermediate_size": res["sparsity"].get("intermediate_size"),
+            "parameters": [src["parameters"], res["parameters"]],
+            "latency_ms": [src["latency_ms"], res["latency_ms"]],
+            "speedup": {k: v for k, v in ratio.items() if k.startswith("speedup")},
+            "latency_setup": report["latency_setup"],
+            "end_step": report["steps"][0]["settings"]["end_step"],
+            "max_steps": report["steps"][0]["settings"]["max_steps"],
+            "minutes": round((time.time() - start) / 60, 1),
+        }
+        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
