@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -15,8 +14,10 @@ def test_two_processes_compute_the_same_masks(tmp_path, minilm_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-               str(ROOT / "tests" / "ddp_prune_worker.py"), str(minilm_path), str(tmp_path)]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    rendezvous = ["--master_addr", "127.0.0.1", "--master_port", str(port)]
+    worker = [str(ROOT / "tests" / "ddp_prune_worker.py"), str(minilm_path), str(tmp_path)]
+    command = launcher + rendezvous + worker
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
