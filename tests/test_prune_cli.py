@@ -79,6 +79,7 @@ def test_plain_transformers_script_with_the_callback(tmp_path, tiny_teacher_dir,
         (["--sparsity", "0.5", "--start-step", "5", "--end-step", "3"], "end_step (3) must come after start_step (5)"),
         (["--structure", "ffn", "--ffn-size", "128", "--max-steps", "4"], "--ffn-size 128 must be between 1"),
         (["--structure", "2:4", "--sparsity", "0.5", "--max-steps", "4"], "multiples of 4"),
+        (["--structure", "heads", "--sparsity", "0.5", "--max-steps", "4"], "use --structure ffn"),
     ],
 )
 def test_impossible_settings_fail_before_training(args, message, tmp_path, tokenizer, tiny_teacher_dir,

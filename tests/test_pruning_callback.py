@@ -17,6 +17,8 @@ class Observer(TrainerCallback):
         self.pruner, self.measured, self.revived = pruner, {}, 0
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not self.pruner.modules:  # structured pruning: nothing to observe here
+            return
         weights = [m.weight for m in self.pruner.modules.values()]
         zeros = sum(int((w == 0).sum()) for w in weights)
         self.measured[state.global_step] = zeros / sum(w.numel() for w in weights)

@@ -10,7 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
+from ..errors import UsageError
 from .ffn import apply_neuron_masks, check_ffn_target, find_feed_forwards, intermediate_size, neuron_masks
+from .heads import apply_group_masks, check_head_pruning, find_attentions, group_masks
 from .masks import check_two_four, prunable_modules, sparsity_of, two_four_masks, unstructured_masks
 from .pruning_config import PruningConfig
 
@@ -39,8 +41,10 @@ class GradualMagnitudePruningCallback(TrainerCallback):
         self.config = config or PruningConfig(**kwargs)
         self.model = None
         self.end_step: int | None = None
+        self.modules: dict[str, torch.nn.Module] = {}  # unstructured / 2:4: the modules whose weight is pruned
         self.masks: dict[str, torch.Tensor] = {}  # unstructured / 2:4: module name -> keep-mask of its weight
-        self.neuron_masks: list[torch.Tensor] = []  # ffn: per block, keep-mask over intermediate neurons
+        # ffn / heads: per block, a keep-mask over its units (FFN neurons, or key/value head groups)
+        self.unit_masks: list[torch.Tensor] = []
         self.current_sparsity = 0.0
         self.history: list[tuple[int, float]] = []  # (step, sparsity) at each mask update
 
@@ -51,8 +55,15 @@ class GradualMagnitudePruningCallback(TrainerCallback):
         self.end_step = self.config.resolve_end_step(max_steps)
         if self.config.structure == "ffn":
             self.ffns = find_feed_forwards(model)
-            self.keep_neurons = check_ffn_target(model, self.config.sparsity, self.config.ffn_size)
+            self.keep_units = check_ffn_target(model, self.config.sparsity, self.config.ffn_size)
             self.width = intermediate_size(model.config)[1]
+        elif self.config.structure == "heads":
+            self.head_shape = check_head_pruning(model.config)
+            self.attentions = find_attentions(model)
+            self.width = self.head_shape[1]  # units are key/value heads, each with its query heads
+            self.keep_units = self.width - round(self.config.sparsity * self.width)
+            if self.keep_units < 1:
+                raise UsageError(f"Sparsity {self.config.sparsity} would remove every attention head.")
         else:
             self.modules = prunable_modules(model, self.config.modules)
             if self.config.structure == "2:4":
@@ -68,11 +79,15 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     @torch.no_grad()
     def update_masks(self, step: int) -> None:
         sparsity = self.target_sparsity(step)
-        if self.config.structure == "ffn":
-            # The schedule's progress (s_t / s_f) scales the number of neurons removed at the end.
-            final_removed = self.width - self.keep_neurons
+        if self.config.structure in ("ffn", "heads"):
+            # The schedule's progress (s_t / s_f) scales the number of units removed at the end.
+            final_removed = self.width - self.keep_units
             removed = round(final_removed * sparsity / self.config.sparsity) if self.config.sparsity else 0
-            self.neuron_masks = neuron_masks(self.ffns, min(removed, final_removed))
+            removed = min(removed, final_removed)
+            if self.config.structure == "ffn":
+                self.unit_masks = neuron_masks(self.ffns, removed)
+            else:
+                self.unit_masks = group_masks(self.attentions, removed, *self.head_shape)
             self.current_sparsity = removed / self.width
         else:
             build = two_four_masks if self.config.structure == "2:4" else unstructured_masks
@@ -84,8 +99,12 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     @torch.no_grad()
     def apply_masks(self) -> None:
         if self.config.structure == "ffn":
-            if self.neuron_masks:
-                apply_neuron_masks(self.ffns, self.neuron_masks)
+            if self.unit_masks:
+                apply_neuron_masks(self.ffns, self.unit_masks)
+            return
+        if self.config.structure == "heads":
+            if self.unit_masks:
+                apply_group_masks(self.attentions, self.unit_masks, *self.head_shape)
             return
         for name, keep in self.masks.items():
             weight = self.modules[name].weight
@@ -118,7 +137,7 @@ class GradualMagnitudePruningCallback(TrainerCallback):
         if not state.is_world_process_zero or not folder.is_dir():
             return
         tensors = {f"mask.{name}": mask.contiguous().cpu() for name, mask in self.masks.items()}
-        tensors.update({f"neurons.{i}": mask.cpu() for i, mask in enumerate(self.neuron_masks)})
+        tensors.update({f"units.{i}": mask.cpu() for i, mask in enumerate(self.unit_masks)})
         if tensors:
             save_file(tensors, folder / MASKS_FILE)
         state_json = {"config": self.config.to_dict(), "end_step": self.end_step, "history": self.history}
@@ -127,10 +146,13 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     @torch.no_grad()
     def _masks_from_zeros(self) -> None:
         """Without a masks file (a checkpoint from elsewhere), pruned weights are the exact zeros."""
-        if self.config.structure == "ffn":
-            self.neuron_masks = [ffn.up[0].weight.ne(0).any(dim=1) for ffn in self.ffns]
-            pruned = self.width - int(self.neuron_masks[0].sum())
-            self.neuron_masks = self.neuron_masks if pruned else []
+        if self.config.structure in ("ffn", "heads"):
+            if self.config.structure == "heads":
+                masks = [a.k.weight.ne(0).reshape(self.width, -1).any(dim=1) for a in self.attentions]
+            else:
+                masks = [ffn.up[0].weight.ne(0).any(dim=1) for ffn in self.ffns]
+            pruned = self.width - int(masks[0].sum())
+            self.unit_masks = masks if pruned else []
             self.current_sparsity = pruned / self.width
         else:
             self.masks = {name: module.weight.ne(0) for name, module in self.modules.items()}
@@ -148,10 +170,10 @@ class GradualMagnitudePruningCallback(TrainerCallback):
                 for k, v in tensors.items()
                 if k.startswith("mask.")
             }
-            count = sum(k.startswith("neurons.") for k in tensors)
-            self.neuron_masks = [tensors[f"neurons.{i}"] for i in range(count)]
+            count = sum(k.startswith("units.") for k in tensors)
+            self.unit_masks = [tensors[f"units.{i}"] for i in range(count)]
             self.current_sparsity = (
-                sparsity_of(self.masks) if self.masks else 1 - self.neuron_masks[0].float().mean().item()
+                sparsity_of(self.masks) if self.masks else 1 - self.unit_masks[0].float().mean().item()
             )
             self.apply_masks()
             logger.info("Restored pruning masks from %s (sparsity %.3f).", folder, self.current_sparsity)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import UsageError
 from .schedules import SCHEDULES, is_update_step
 
-STRUCTURES = ("unstructured", "2:4", "ffn")
+STRUCTURES = ("unstructured", "2:4", "ffn", "heads")
 SCOPES = ("global", "per-layer")
 
 
@@ -34,8 +34,9 @@ class PruningConfig:
     structure: str = field(
         default="unstructured",
         metadata={
-            "help": "unstructured (any weight), 2:4 (2 of every 4 consecutive input weights, sparsity 0.5), or "
-            "ffn (remove FFN neurons; the saved model is smaller and faster)."
+            "help": "unstructured (any weight), 2:4 (2 of every 4 consecutive input weights, sparsity 0.5), "
+            "ffn (remove FFN neurons; the saved model is smaller and faster) or heads (remove attention heads; "
+            "families whose config states head_dim, such as Llama and Qwen2)."
         },
     )
     modules: str | None = field(

@@ -10,6 +10,7 @@ from safetensors import safe_open
 
 from .callback import GradualMagnitudePruningCallback
 from .ffn import shrink_feed_forwards
+from .heads import shrink_heads
 
 DENSE_NOTE = (
     "Unstructured and 2:4 sparsity leave a dense file the same size and a dense runtime no faster; the gain "
@@ -24,6 +25,10 @@ def make_permanent(callback: GradualMagnitudePruningCallback, model) -> dict:
         before = callback.width
         after = shrink_feed_forwards(model, callback.neuron_masks)
         return {"intermediate_size": [before, after]}
+    if callback.config.structure == "heads" and callback.unit_masks:
+        before = model.config.num_attention_heads
+        heads, _ = shrink_heads(model, callback.unit_masks)
+        return {"num_attention_heads": [before, heads]}
     return {}
 
 
