@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 import torch
+from transformers import DataCollatorWithPadding
 
 from ..architecture import num_layers
 from ..arguments import DataArguments, ModelArguments, StudentArguments
@@ -14,13 +14,19 @@ from ..data import get_task
 from ..evaluation import tokenize_splits
 from ..finetune import finetune_model
 from ..models import check_model_available, load_sequence_classifier, load_tokenizer
-from ..pipeline import check_output_dir, latency_info, load_data, measure, save_artifact, set_label_names
+from ..pipeline import (
+    check_output_dir,
+    check_tokenizers_match,
+    latency_info,
+    load_data,
+    measure,
+    save_artifact,
+    set_label_names,
+)
 from ..report import build_report, print_summary, write_report
 from .distillation_config import DistillationArguments
 from .distillation_trainer import DistillationTrainer, check_compatible
 from .student import build_student_from_teacher, parse_student_layers
-
-logger = logging.getLogger("hfcompress")
 
 LOSS_SETTINGS = (
     "temperature",
@@ -52,26 +58,22 @@ def run_distill(
     student_name = check_model_available(student_args.student) if student_args.student else None
     splits = load_data(data_args, need_train=True)
     tokenizer = load_tokenizer(teacher_name, model_args.trust_remote_code)
-    if student_name:
-        from ..pipeline import check_tokenizers_match
-
-        check_tokenizers_match(
-            tokenizer, load_tokenizer(student_name, model_args.trust_remote_code), teacher_name, student_name
-        )
     teacher, fresh_head = load_sequence_classifier(teacher_name, task.num_labels, model_args.trust_remote_code)
-    teacher_layers = num_layers(teacher.config)
-    layers = None
-    if not student_name:
-        layers = parse_student_layers(student_args.student_layers or str(max(1, teacher_layers // 2)), teacher_layers)
+    student, layers = None, None
+    if student_name:
+        student_tokenizer = load_tokenizer(student_name, model_args.trust_remote_code)
+        check_tokenizers_match(tokenizer, student_tokenizer, teacher_name, student_name)
+        student, _ = load_sequence_classifier(student_name, task.num_labels, model_args.trust_remote_code)
+        set_label_names(student, task)
+        check_compatible(teacher, student)
+    else:
+        teacher_layers = num_layers(teacher.config)
+        default = str(max(1, teacher_layers // 2))
+        layers = parse_student_layers(student_args.student_layers or default, teacher_layers)
+
     steps, teacher_dir = [], None
     if fresh_head:
         teacher_dir = output_dir / "teacher"
-        logger.warning(
-            "'%s' has no classification head trained for %s; fine-tuning it first (kept in %s).",
-            teacher_name,
-            task.name,
-            teacher_dir,
-        )
         print(f"Teacher '{teacher_name}' is not fine-tuned for {task.name}: fine-tuning it first into {teacher_dir}.")
         teacher_args = _teacher_args(args, teacher_dir)
         torch.manual_seed(args.seed)
@@ -86,17 +88,12 @@ def run_distill(
         )
     set_label_names(teacher, task)
 
-    if student_name:
-        student, _ = load_sequence_classifier(student_name, task.num_labels, model_args.trust_remote_code)
-        set_label_names(student, task)
-        layer_map = None
-    else:
+    layer_map = None
+    if student is None:  # built after fine-tuning, so it starts from the fine-tuned teacher's layers
         student = build_student_from_teacher(teacher, layers)
         layer_map = dict(enumerate(layers))
-    check_compatible(teacher, student)
 
     train = tokenize_splits(splits["train"], tokenizer, task, model_args.max_seq_length)
-    from transformers import DataCollatorWithPadding
 
     trainer = DistillationTrainer(
         model=student,
