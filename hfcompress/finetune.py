@@ -9,14 +9,17 @@ from .data import get_task
 from .models import load_sequence_classifier, load_tokenizer
 from .pipeline import (
     check_output_dir,
+    data_source,
+    finish_run,
     latency_info,
     load_data,
     measure,
     save_artifact,
     set_label_names,
     train_classifier,
+    trainer_args_without_push,
 )
-from .report import build_report, print_summary, write_report
+from .report import build_report
 
 
 def finetune_model(model, tokenizer, splits, task, args: FinetuneArguments, max_length: int):
@@ -30,12 +33,13 @@ def finetune_model(model, tokenizer, splits, task, args: FinetuneArguments, max_
 def run_finetune(model_args: ModelArguments, data_args: DataArguments, args: FinetuneArguments, command: str = ""):
     """Fine-tune `model_args.model` on the task, evaluate it, and write the model and compression.json."""
     task = get_task(data_args.task)
-    check_output_dir(args.output_dir, args.overwrite_output_dir)
+    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    trainer_args = trainer_args_without_push(args)
     splits = load_data(data_args, need_train=True)
     tokenizer = load_tokenizer(model_args.model, model_args.trust_remote_code)
     torch.manual_seed(args.seed)
     model, _ = load_sequence_classifier(model_args.model, task.num_labels, model_args.trust_remote_code)
-    model = finetune_model(model, tokenizer, splits, task, args, model_args.max_seq_length)
+    model = finetune_model(model, tokenizer, splits, task, trainer_args, model_args.max_seq_length)
     result = measure(
         model,
         tokenizer,
@@ -56,6 +60,6 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, args: Fin
     }
     source = {"label": "base", "model": model_args.model}
     report = build_report(task.name, command, source, result, [step], latency_info(data_args.latency_runs))
-    write_report(report, args.output_dir)
-    print_summary(report, "Fine-tuning")
+    report["data"] = data_source(data_args)
+    finish_run(report, output_dir, args, "Fine-tuning", source_dir=model_args.model)
     return report

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from .arguments import DataArguments
 from .data import GlueTask, get_task, load_glue
+from .data.synthetic import SYNTHETIC_MARKER
 from .errors import UsageError
 from .evaluation import evaluate_model, glue_score, tokenize_splits
 from .measure import describe_model, latency_setup, torch_latency_ms
@@ -111,14 +111,49 @@ def measure(
     return entry
 
 
+def data_source(data_args: DataArguments) -> dict:
+    """Where the data came from, for the report and the model card."""
+    info = {"eval_rows": data_args.max_eval_samples, "train_rows": data_args.max_train_samples}
+    if data_args.data_dir:
+        root = Path(data_args.data_dir)
+        synthetic = (root / SYNTHETIC_MARKER).exists() or any(root.glob(f"*/{SYNTHETIC_MARKER}"))
+        return {**info, "kind": "synthetic" if synthetic else "glue_dir", "path": str(root)}
+    if data_args.train_file or data_args.validation_file:
+        return {**info, "kind": "files", "path": data_args.validation_file or data_args.train_file}
+    return {**info, "kind": "hub", "path": "nyu-mll/glue"}
+
+
 def latency_info(latency_runs: int) -> dict | None:
     return latency_setup(repeats=latency_runs) if latency_runs else None
 
 
-def dataclass_settings(obj, keys) -> dict:
-    values = asdict(obj)
-    return {k: values[k] for k in keys if k in values}
+def trainer_args_without_push(args):
+    """Check a requested push can work before training, and return args for the Trainer that never push.
+
+    hfcompress pushes the finished folder itself, with its own model card; the Trainer's push would
+    create the repo early and upload its auto-generated card instead.
+    """
+    if not getattr(args, "push_to_hub", False):
+        return args
+    from .hub import check_token
+
+    check_token(args.hub_token)
+    trainer_args = copy.copy(args)
+    trainer_args.push_to_hub = False
+    return trainer_args
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+def finish_run(report: dict, output_dir: Path, args, title: str, source_dir: str | Path | None = None) -> None:
+    """Write compression.json and the model card, print the summary, and push when asked to."""
+    from .cards import write_model_card
+    from .report import print_summary, write_report
+
+    write_report(report, output_dir)
+    write_model_card(output_dir, source_dir=source_dir)
+    print_summary(report, title)
+    if getattr(args, "push_to_hub", False):
+        from .hub import push_folder
+
+        repo_id = args.hub_model_id or Path(output_dir).resolve().name
+        url = push_folder(output_dir, repo_id, private=bool(args.hub_private_repo), token=args.hub_token)
+        print(f"Pushed {output_dir} to {url}")

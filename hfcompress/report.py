@@ -125,12 +125,14 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
             before, after = sparsity["intermediate_size"]
             rows.append(("FFN intermediate size", str(before), str(after), f"{after / before:.3f}x"))
     for batch, ms in (res.get("latency_ms") or {}).items():
+        source_ms = (src.get("latency_ms") or {}).get(batch)
+        speedup = rat.get(f"speedup_{batch}")
         rows.append(
             (
                 f"latency {batch.replace('_', ' ')}",
-                f"{src['latency_ms'][batch]:.1f} ms",
+                f"{source_ms:.1f} ms" if source_ms else "-",
                 f"{ms:.1f} ms",
-                f"{rat.get(f'speedup_{batch}', float('nan')):.2f}x faster",
+                f"{speedup:.2f}x faster" if speedup else "",
             )
         )
     return rows

@@ -9,8 +9,21 @@ from pathlib import Path
 from ..errors import UsageError
 
 
+SECRET_FLAGS = ("--hub_token", "--hub-token")
+
+
 def command_line(argv: list[str], name: str) -> str:
-    return " ".join(shlex.quote(a) for a in ["hfcompress", name, *argv])
+    """The command as typed, for compression.json, with any Hub token replaced by <redacted>."""
+    shown, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            arg, hide_next = "<redacted>", False
+        elif arg in SECRET_FLAGS:
+            hide_next = True
+        elif arg.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
+            arg = arg.split("=", 1)[0] + "=<redacted>"
+        shown.append(arg)
+    return " ".join(shlex.quote(a) for a in ["hfcompress", name, *shown])
 
 
 def _pop_config(argv: list[str]) -> tuple[list[str], str | None]:

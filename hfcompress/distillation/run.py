@@ -17,13 +17,16 @@ from ..models import check_model_available, load_sequence_classifier, load_token
 from ..pipeline import (
     check_output_dir,
     check_tokenizers_match,
+    data_source,
+    finish_run,
     latency_info,
     load_data,
     measure,
     save_artifact,
     set_label_names,
+    trainer_args_without_push,
 )
-from ..report import build_report, print_summary, write_report
+from ..report import build_report
 from .distillation_config import DistillationArguments
 from .distillation_trainer import DistillationTrainer, check_compatible
 from .student import build_student_from_teacher, parse_student_layers
@@ -54,6 +57,7 @@ def run_distill(
     task = get_task(data_args.task)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     # Every check that can fail runs before any training.
+    trainer_args = trainer_args_without_push(args)
     teacher_name = check_model_available(model_args.model)
     student_name = check_model_available(student_args.student) if student_args.student else None
     splits = load_data(data_args, need_train=True)
@@ -98,7 +102,7 @@ def run_distill(
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
-        args=args,
+        args=trainer_args,
         layer_map=layer_map,
         train_dataset=train,
         processing_class=tokenizer,
@@ -143,8 +147,8 @@ def run_distill(
         }
     )
     report = build_report(task.name, command, source, result, steps, latency_info(data_args.latency_runs))
-    write_report(report, output_dir)
-    print_summary(report, "Distillation")
+    report["data"] = data_source(data_args)
+    finish_run(report, output_dir, args, "Distillation", source_dir=teacher_dir or teacher_name)
     return report
 
 

@@ -21,9 +21,9 @@ DENSE_NOTE = (
 def make_permanent(callback: GradualMagnitudePruningCallback, model) -> dict:
     """Fold the final masks into the weights (FFN: drop the neurons). Returns what changed."""
     callback.apply_masks()
-    if callback.config.structure == "ffn" and callback.neuron_masks:
+    if callback.config.structure == "ffn" and callback.unit_masks:
         before = callback.width
-        after = shrink_feed_forwards(model, callback.neuron_masks)
+        after = shrink_feed_forwards(model, callback.unit_masks)
         return {"intermediate_size": [before, after]}
     if callback.config.structure == "heads" and callback.unit_masks:
         before = model.config.num_attention_heads

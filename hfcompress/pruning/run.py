@@ -17,13 +17,16 @@ from ..models import check_model_available, load_sequence_classifier, load_token
 from ..pipeline import (
     check_output_dir,
     check_tokenizers_match,
+    data_source,
+    finish_run,
     latency_info,
     load_data,
     measure,
     save_artifact,
     set_label_names,
+    trainer_args_without_push,
 )
-from ..report import build_report, print_summary, write_report
+from ..report import build_report
 from .callback import GradualMagnitudePruningCallback
 from .pruning_config import PruningConfig
 from .report import DENSE_NOTE, compressed_size, make_permanent, sparsity_report
@@ -57,6 +60,7 @@ def run_prune(
 ):
     task = get_task(data_args.task)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    trainer_args = trainer_args_without_push(args)
     model_name = check_model_available(model_args.model)
     teacher_name = check_model_available(teacher_args.teacher) if teacher_args.teacher else None
     splits = load_data(data_args, need_train=True)
@@ -83,7 +87,7 @@ def run_prune(
                      data_args.latency_runs, model_args.max_seq_length)  # fmt: skip
     from transformers import DataCollatorWithPadding, Trainer
 
-    common = dict(args=args, train_dataset=train, processing_class=tokenizer, callbacks=[callback],
+    common = dict(args=trainer_args, train_dataset=train, processing_class=tokenizer, callbacks=[callback],
                   data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
     if teacher is not None:
         trainer = DistillationTrainer(model=model, teacher=teacher, **common)
@@ -118,6 +122,7 @@ def run_prune(
     step = {"method": "pruning", "settings": settings, "parameters": result["parameters"],
             "size_bytes": result["size_bytes"], "sparsity": result["sparsity"]["global"]}  # fmt: skip
     report = build_report(task.name, command, source, result, [step], latency_info(data_args.latency_runs))
-    write_report(report, output_dir)
-    print_summary(report, "Pruning" + (" with distillation" if teacher_name else ""))
+    report["data"] = data_source(data_args)
+    title = "Pruning" + (" with distillation" if teacher_name else "")
+    finish_run(report, output_dir, args, title, source_dir=source_dir)
     return report

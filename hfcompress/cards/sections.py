@@ -1,0 +1,430 @@
+"""The body of a model card: summary, lineage and results tables, usage snippet, training, limitations.
+
+Each function turns part of compression.json into text the template places; numbers are formatted here and only
+here, so the card shows exactly the values of the report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .metadata import (
+    GLUE_NAMES,
+    METRIC_NAMES,
+    argv_of,
+    hub_id,
+    metric_split,
+    options_of,
+    read_json,
+    same_path,
+    to_int,
+)
+
+TASK_TEXT = {
+    "cola": "whether an English sentence is grammatically acceptable",
+    "sst2": "the sentiment (negative or positive) of a movie-review sentence",
+    "mrpc": "whether two news sentences are paraphrases",
+    "stsb": "the semantic similarity of two sentences, on a 0 to 5 scale",
+    "qqp": "whether two Quora questions ask the same thing",
+    "mnli": "whether a premise entails, contradicts or is neutral to a hypothesis",
+    "qnli": "whether a sentence answers a question",
+    "rte": "whether one sentence entails another",
+    "wnli": "whether a sentence with a pronoun substituted is entailed by the original",
+}
+EXAMPLES = {
+    "cola": ("The book was written by John.",),
+    "sst2": ("A gripping, beautifully acted film.",),
+    "qqp": ("How do I learn Python quickly?", "What is the fastest way to learn Python?"),
+    "qnli": ("Where is the Eiffel Tower?", "The Eiffel Tower stands in Paris."),
+    "mnli": ("A man is playing a guitar on stage.", "A person is performing music."),
+}
+PAIR_EXAMPLE = ("The company posted record profits this quarter.", "Profits at the company hit a record high.")
+BACKENDS = ("transformers", "onnxruntime", "bitsandbytes")
+ARCHITECTURES = {"bert": "BERT", "roberta": "RoBERTa", "distilbert": "DistilBERT", "electra": "ELECTRA"}
+METHOD_NAMES = {
+    "finetune": "Fine-tuning",
+    "distillation": "Distillation",
+    "pruning": "Pruning",
+    "quantization": "Quantization",
+}
+HYPERPARAMETERS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "warmup_steps",
+    "warmup_ratio",
+    "weight_decay",
+    "lr_scheduler_type",
+    "optim",
+    "max_grad_norm",
+    "seed",
+    "fp16",
+    "bf16",
+)
+
+
+def summary(report: dict, output_dir: Path, task, config: dict, backend: str) -> str:
+    layers = config.get("num_hidden_layers") or config.get("n_layers")
+    arch = ARCHITECTURES.get(config.get("model_type", ""), config.get("model_type", ""))
+    what = f"a {layers}-layer {arch} text classifier" if layers else "a text classifier"
+    form = {
+        "onnxruntime": ", as an ONNX graph for ONNX Runtime",
+        "bitsandbytes": ", with bitsandbytes-quantized weights",
+    }
+    chain = []
+    for step in report.get("steps") or []:
+        origin = step.get("model") or step.get("teacher") or report["source"].get("model")
+        origin = hub_link(hub_id(origin, report)) if hub_id(origin, report) else f"`{short_path(origin, output_dir)}`"
+        chain.append(f"{METHOD_NAMES.get(step.get('method'), step.get('method', '')).lower()} of {origin}")
+    made = f"It was made with hfcompress by {', then '.join(chain)}." if chain else "It was evaluated with hfcompress."
+    text = (
+        f"This model is {what} for GLUE {GLUE_NAMES[task.name]}{form.get(backend, '')}. It predicts "
+        f"{TASK_TEXT[task.name]}. {made}"
+    )
+    ratios = report.get("ratios") or {}
+    facts = []
+    if ratios.get("parameters"):
+        facts.append(f"{ratios['parameters']:.1%} of the source's parameters")
+    if ratios.get("size_bytes"):
+        facts.append(f"{ratios['size_bytes']:.1%} of its size on disk")
+    if ratios.get("score"):
+        facts.append(f"{ratios['score']:.1%} of its dev score")
+    speedups = [
+        f"{v:.2f}x ({k.removeprefix('speedup_').replace('_', ' ')})"
+        for k, v in ratios.items()
+        if k.startswith("speedup_")
+    ]
+    if facts:
+        text += f" It has {', '.join(facts[:-1]) + ' and ' if len(facts) > 1 else ''}{facts[-1]}"
+        text += f", and is {' and '.join(speedups)} as fast as the source on CPU." if speedups else "."
+    return text
+
+
+def data_sentence(data: dict, task) -> str:
+    name = GLUE_NAMES[task.name]
+    subset = f" (a random subset of {data['eval_rows']} dev rows, so expect noise)" if data.get("eval_rows") else ""
+    kind = data["kind"]
+    if kind == "hub":
+        return (
+            f"Data: GLUE {name} from the Hub (`nyu-mll/glue`, config `{task.name}`); results are on its dev "
+            f"split{subset}."
+        )
+    if kind == "glue_dir":
+        return (
+            f"Data: GLUE {name} read from a local folder in the GLUE layout (`{data['path']}`); results are on "
+            f"its dev split{subset}."
+        )
+    if kind == "files":
+        return (
+            f"Data: the user's own files in the {name} format (`{data['path']}`), not the official GLUE data; "
+            f"results are on that validation file{subset}."
+        )
+    if kind == "synthetic":
+        return (
+            "Data: **not GLUE**. The run used the sentiment task hfcompress generates offline (templated "
+            "movie-review sentences in the SST-2 layout), so the results show what compression kept, not how "
+            f"the model does on real text{subset}."
+        )
+    return f"Data: not recorded (the run came from the Python API); results are on the {name} dev data it got{subset}."
+
+
+def lineage_rows(report: dict, output_dir: Path) -> list[dict]:
+    src, res = report["source"], report["result"]
+    steps = report.get("steps") or []
+    rows = []
+    for i, step in enumerate(steps):
+        parameters, size = step.get("parameters"), step.get("size_bytes")
+        if parameters is None and step.get("output") and same_path(step["output"], src.get("model") or ""):
+            parameters, size = src.get("parameters"), src.get("size_bytes")
+        elif parameters is None and i == len(steps) - 1:
+            parameters, size = res.get("parameters"), res.get("size_bytes")
+        origin = step.get("model") or step.get("teacher") or src.get("model")
+        rows.append(
+            {
+                "method": method_name(step),
+                "source": hub_link(hub_id(origin, report))
+                if hub_id(origin, report)
+                else f"`{short_path(origin, output_dir)}`",
+                "settings": _cell(key_settings(step)),
+                "parameters": _fmt_int(parameters),
+                "size": _fmt_bytes(size),
+            }
+        )
+    return rows
+
+
+def key_settings(step: dict) -> str:
+    """The settings that define a step, as `name=value`; lists and per-layer detail stay in compression.json."""
+    parts = []
+    if step.get("student") and step.get("method") == "distillation":
+        parts.append(f"student: {step['student']}")
+    for key, value in (step.get("settings") or {}).items():
+        if key == "layer_map" and isinstance(value, dict):
+            pairs = ", ".join(f"{k}←{v}" for k, v in sorted(value.items(), key=lambda kv: int(kv[0])))
+            parts.append(f"layer map (student←teacher): {pairs}")
+        elif isinstance(value, (dict, list, tuple)) or value is None or value is False:
+            continue
+        elif key.endswith("_weight") and value == 0:
+            continue  # an unused loss term
+        else:
+            parts.append(f"{key}={_fmt_value(value)}")
+    return ", ".join(parts) or "defaults"
+
+
+def result_rows(report: dict) -> list[tuple[str, str, str, str]]:
+    src, res, ratios = report["source"], report["result"], report.get("ratios") or {}
+    rows = []
+    for key, value in (res.get("metrics") or {}).items():
+        metric, split = metric_split(key)
+        suffix = f" ({split.removeprefix('validation_')})" if "_" in split else ""
+        rows.append(
+            (
+                f"{METRIC_NAMES.get(metric, metric)}{suffix}",
+                _fmt_metric((src.get("metrics") or {}).get(key)),
+                _fmt_metric(value),
+                "",
+            )
+        )
+    rows.append(
+        (
+            "Dev score (mean of metrics)",
+            _fmt_metric(src.get("score")),
+            _fmt_metric(res.get("score")),
+            _fmt_ratio(ratios.get("score")),
+        )
+    )
+    rows.append(
+        (
+            "Parameters",
+            _fmt_int(src.get("parameters")),
+            _fmt_int(res.get("parameters")),
+            _fmt_ratio(ratios.get("parameters")),
+        )
+    )
+    rows.append(
+        (
+            "Size on disk",
+            _fmt_bytes(src.get("size_bytes")),
+            _fmt_bytes(res.get("size_bytes")),
+            _fmt_ratio(ratios.get("size_bytes")),
+        )
+    )
+    if res.get("memory_bytes"):
+        rows.append(
+            (
+                "Memory (parameters and buffers)",
+                _fmt_bytes(src.get("memory_bytes")),
+                _fmt_bytes(res["memory_bytes"]),
+                _fmt_ratio(ratios.get("memory_bytes")) or _ratio(src.get("memory_bytes"), res["memory_bytes"]),
+            )
+        )
+    sparsity = res.get("sparsity") or {}
+    if sparsity:
+        rows.append(("Sparsity of the pruned layers", "–", _fmt_fraction(sparsity.get("global")), ""))
+        if sparsity.get("all_parameters") is not None:
+            rows.append(("Sparsity of all weights", "–", _fmt_fraction(sparsity["all_parameters"]), ""))
+        if sparsity.get("compressed_size_bytes"):
+            rows.append(
+                (
+                    "Size after zlib compression",
+                    _fmt_bytes(src.get("compressed_size_bytes")),
+                    _fmt_bytes(sparsity["compressed_size_bytes"]),
+                    _ratio(src.get("compressed_size_bytes"), sparsity["compressed_size_bytes"]),
+                )
+            )
+        if sparsity.get("intermediate_size"):
+            before, after = sparsity["intermediate_size"]
+            rows.append(("FFN intermediate size", str(before), str(after), _ratio(before, after)))
+    for batch, ms in (res.get("latency_ms") or {}).items():
+        speedup = ratios.get(f"speedup_{batch}")
+        rows.append(
+            (
+                f"CPU latency, {batch.replace('_', ' ')}",
+                _fmt_ms((src.get("latency_ms") or {}).get(batch)),
+                _fmt_ms(ms),
+                f"{speedup:.3f}x {'faster' if speedup >= 1 else '(slower)'}" if speedup else "",
+            )
+        )
+    return rows
+
+
+def latency_note(report: dict) -> str:
+    setup = report.get("latency_setup")
+    if not setup:
+        return "Latency was not measured for this run (`--latency-runs 0`)."
+    return (
+        f"Latency: forward pass on {setup.get('device', 'cpu').upper()} with dummy inputs of sequence length "
+        f"{setup.get('seq_len')}, {setup.get('threads')} threads, {setup.get('statistic')}; batch sizes as in the "
+        "row names. Your hardware will give other numbers; the ratio is what carries over."
+    )
+
+
+def snippet_context(report: dict, output_dir: Path, task, config: dict, repo_id, backend: str) -> dict:
+    labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+    if not labels and task.label_names:
+        labels = dict(enumerate(task.label_names))
+    example = EXAMPLES.get(task.name) or (PAIR_EXAMPLE if len(task.text_columns) == 2 else ("A sentence.",))
+    return {
+        "model": repo_id or str(output_dir.resolve()),
+        "from_hub": bool(repo_id),
+        "texts": ", ".join(f"[{json.dumps(text)}]" for text in example),  # one list per text column
+        "labels": labels,
+        "regression": task.is_regression,
+        "onnx_file": onnx_file(report, output_dir),
+        "max_length": to_int(options_of(argv_of(report)).get("max_seq_length")) or 128,
+        "template": f"snippet_{backend if backend in BACKENDS else 'transformers'}.py.j2",
+    }
+
+
+def onnx_file(report: dict, output_dir: Path) -> str:
+    named = [v for step in report.get("steps") or [] for v in (step.get("settings") or {}).values()]
+    named += list(report["result"].values())
+    for value in named:
+        if isinstance(value, str) and value.endswith(".onnx") and (output_dir / Path(value).name).is_file():
+            return Path(value).name
+    files = sorted(p.name for p in output_dir.glob("*.onnx"))
+    quantized = [name for name in files if "quant" in name]
+    return (quantized or files or ["model.onnx"])[0]
+
+
+def hyperparameters(output_dir: Path) -> list[tuple[str, str]]:
+    args = read_json(output_dir / "training_args.json")
+    rows = []
+    for key in HYPERPARAMETERS:
+        value = args.get(key)
+        if value is None or (key == "max_steps" and value <= 0) or (key in ("fp16", "bf16") and not value):
+            continue
+        if key in ("warmup_steps", "warmup_ratio", "weight_decay") and not value:
+            continue
+        rows.append((key, _fmt_value(value)))
+    return rows
+
+
+def limitations(report: dict, task, data: dict, backend: str) -> list[str]:
+    res = report["result"]
+    steps = report.get("steps") or []
+    methods = [step.get("method", "") for step in steps]
+    items = []
+    sparsity = res.get("sparsity") or {}
+    if sparsity and sparsity.get("structure") != "ffn":
+        structure = sparsity.get("structure", "unstructured").capitalize()
+        items.append(
+            f"{structure} sparsity gives no dense speed-up: the zeros are stored and multiplied like any other "
+            "weight, so the dense file keeps its size (the gain shows after compression, see the zlib row) and a "
+            "dense runtime is no faster; speed needs a sparse kernel or runtime."
+        )
+    if backend == "bitsandbytes":
+        speedup = (report.get("ratios") or {}).get("speedup_batch_1")
+        measured = f" ({1 / speedup:.1f}x slower at batch 1 here)" if speedup and speedup < 1 else ""
+        items.append(
+            f"bitsandbytes kernels are built for GPUs: on CPU a bitsandbytes model is slower than fp32{measured} "
+            "and only saves memory. Loading it needs `pip install bitsandbytes`."
+        )
+    if backend == "onnxruntime":
+        static = "static" in " ".join(f"{k}={v}" for step in steps for k, v in (step.get("settings") or {}).items())
+        items.append(
+            (
+                "Static int8 quantization was calibrated on a data sample; other inputs may quantize less well. "
+                if static
+                else "Dynamic int8 quantization quantizes activations at run time. "
+            )
+            + "The speed-up depends on the CPU's int8 instructions (AVX-512 VNNI, AMX, ARM dot-product) and the "
+            "thread count, so measure it on your hardware. The ONNX file runs in ONNX Runtime, not in `transformers`."
+        )
+    if "distillation" in methods:
+        items.append(
+            "A distilled student copies its teacher's behaviour, including its errors and biases, and is "
+            "usually a little less accurate than the teacher (see the results)."
+        )
+    if data["kind"] == "synthetic":
+        items.append(
+            "Trained and evaluated on generated sentences, not GLUE: do not use it for real sentiment analysis."
+        )
+    if data.get("eval_rows"):
+        items.append(f"Dev metrics come from {data['eval_rows']} random dev rows, so they are noisy estimates.")
+    items.append(
+        f"Trained for one English task ({GLUE_NAMES[task.name]}); inputs are truncated to the tokenizer "
+        "length used in training, and other domains or languages are untested."
+    )
+    return items
+
+
+def redact(command: str) -> str:
+    """The command with tokens hidden: values of *token* flags and anything shaped like a Hub token."""
+    command = re.sub(r"(--[\w-]*token[\w-]*(?:=|\s+))(\S+)", r"\1<redacted>", command)
+    return re.sub(r"\bhf_[A-Za-z0-9]{8,}\b", "<redacted>", command)
+
+
+def mentions_local_paths(command: str) -> bool:
+    return any(part.startswith(("/", "./", "../", "~")) or Path(part).exists() for part in command.split()[2:])
+
+
+def source_label(src: dict) -> str:
+    return f"source: {src.get('label', 'source')}"
+
+
+def method_name(step: dict) -> str:
+    method = step.get("method", "")
+    name = METHOD_NAMES.get(method, method.replace("_", " ").capitalize())
+    settings = step.get("settings") or {}
+    detail = settings.get("structure") or settings.get("method") or settings.get("backend") or ""
+    return f"{name} ({detail})" if detail else name
+
+
+def hub_link(repo_id: str) -> str:
+    return f"[{repo_id}](https://huggingface.co/{repo_id})"
+
+
+def short_path(name, output_dir: Path | None = None) -> str:
+    """A local path as the reader needs it: relative to the output folder, else its last two parts."""
+    if not isinstance(name, str) or not name:
+        return "unknown"
+    path = Path(name)
+    if output_dir is not None:
+        try:
+            return str(path.resolve().relative_to(output_dir.resolve()))
+        except ValueError:
+            pass
+    return "/".join(path.parts[-2:]) if len(path.parts) > 2 else name
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _fmt_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _fmt_metric(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and value == value else "–"
+
+
+def _fmt_int(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else "–"
+
+
+def _fmt_bytes(value) -> str:
+    return f"{value / 1e6:.2f} MB" if isinstance(value, (int, float)) and value else "–"
+
+
+def _fmt_ms(value) -> str:
+    return f"{value:.2f} ms" if isinstance(value, (int, float)) else "–"
+
+
+def _fmt_fraction(value) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+
+def _fmt_ratio(value) -> str:
+    return f"{value:.3f}x" if isinstance(value, (int, float)) else ""
+
+
+def _ratio(before, after) -> str:
+    return f"{after / before:.3f}x" if before and after else ""
