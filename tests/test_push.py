@@ -218,3 +218,34 @@ def test_python_api_with_an_explicit_token(folder, hub):
     assert "rejected the token (401 Unauthorized)" in error and "hf_notavalid" not in error
     assert hub.files("alice/tiny-api") == snapshot(folder)
     assert hub.repos["alice/tiny-api"].commits[-1]["summary"] == "api"
+
+
+def test_training_command_pushes_its_own_card(tmp_path, hub, tiny_teacher_dir, tiny_glue_dir):
+    """`--push_to_hub --hub_model_id` on distill: our card arrives, never the Trainer's, and no token anywhere."""
+    out = tmp_path / "pushed"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    environ.update(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, OMP_NUM_THREADS="2")
+    command = [sys.executable, "-m", "hfcompress", "distill", str(tiny_teacher_dir), "--task", "sst2",
+               "--data-dir", str(tiny_glue_dir), "--student-layers", "2", "--max-steps", "2", "--latency-runs", "0",
+               "--output-dir", str(out), "--push_to_hub", "--hub_model_id", "alice/pushed-student",
+               "--hub_private_repo", "true"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Pushed" in result.stdout
+    files = hub.files("alice/pushed-student")
+    assert files == snapshot(out)
+    assert b"hfcompress:generated from compression.json" in files["README.md"]
+    assert hub.repos["alice/pushed-student"].private is True
+    assert_token_nowhere(result, out)
+
+
+def test_training_command_checks_the_token_before_training(tmp_path, hub, tiny_teacher_dir, tiny_glue_dir):
+    out = tmp_path / "refused"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+    environ.update(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=hub.url, HF_TOKEN="hf_wrong_token_000")
+    command = [sys.executable, "-m", "hfcompress", "distill", str(tiny_teacher_dir), "--task", "sst2",
+               "--data-dir", str(tiny_glue_dir), "--output-dir", str(out), "--push_to_hub"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
+    assert result.returncode != 0
+    assert "hf_wrong_token_000" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr and not out.exists()
