@@ -149,7 +149,9 @@ def finish_run(report: dict, output_dir: Path, args, title: str, source_dir: str
     from .report import print_summary, write_report
 
     write_report(report, output_dir)
-    write_model_card(output_dir, source_dir=source_dir)
+    # Only a local source folder can hold a README to merge; a Hub id or alias has none here.
+    local_source = source_dir if source_dir and Path(source_dir).is_dir() else None
+    write_model_card(output_dir, source_dir=local_source)
     print_summary(report, title)
     if getattr(args, "push_to_hub", False):
         from .hub import push_folder

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-
 SECRET_FLAGS = ("--hub_token", "--hub-token")
 
 

@@ -1,0 +1,318 @@
+"""`hfcompress quantize`: check the inputs, quantize, then measure the fp32 source and the result side by side."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..arguments import DataArguments, ModelArguments
+from ..data import GlueTask, get_task
+from ..errors import UsageError
+from ..evaluation import evaluate_model, evaluate_on_glue, glue_score
+from ..measure import describe_model, torch_latency_ms, weights_size_bytes
+from ..models import check_model_available, load_config, load_sequence_classifier, load_tokenizer
+from ..pipeline import check_output_dir, latency_info, load_data
+from ..report import build_report, print_summary, read_report, summary_rows, write_report
+from .configs import BnbConfig, OnnxConfig, OnnxStaticInt8Config, config_for_method
+from .quantize import quantize, require_backend
+
+logger = logging.getLogger("hfcompress")
+
+CHECK_EXAMPLES = 32  # validation rows on which the quantized outputs are compared with PyTorch fp32
+
+# Which methods each optional flag applies to (None: the flag was not given).
+_OPTION_METHODS = {
+    "per_channel": ("onnx-int8-dynamic", "onnx-int8-static"),
+    "optimize": ("onnx-int8-dynamic", "onnx-int8-static"),
+    "export_tolerance": ("onnx-int8-dynamic", "onnx-int8-static"),
+    "calibration_samples": ("onnx-int8-static",),
+    "calibration_method": ("onnx-int8-static",),
+    "percentile": ("onnx-int8-static",),
+    "int8_threshold": ("bnb-int8",),
+    "quant_type": ("bnb-nf4",),
+    "double_quant": ("bnb-nf4",),
+    "compute_dtype": ("bnb-nf4",),
+    "skip_modules": ("bnb-int8", "bnb-nf4"),
+}
+
+
+@dataclass
+class QuantizeArguments:
+    method: str = field(
+        default=None,
+        metadata={
+            "help": "onnx-int8-dynamic, onnx-int8-static (CPU, ONNX Runtime), bnb-int8 or bnb-nf4 (bitsandbytes)."
+        },
+    )
+    output_dir: str = field(default=None, metadata={"help": "Folder to write the quantized model and its report to."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into an existing, non-empty output directory."}
+    )
+    per_channel: bool | None = field(
+        default=None, metadata={"help": "ONNX: one int8 scale per output channel of each weight (default yes)."}
+    )
+    optimize: bool | None = field(
+        default=None, metadata={"help": "ONNX: fuse attention / LayerNorm / GELU before quantizing (default yes)."}
+    )
+    export_tolerance: float | None = field(
+        default=None, metadata={"help": "ONNX: largest |logit difference| from PyTorch allowed (default 1e-4)."}
+    )
+    calibration_samples: int | None = field(
+        default=None, metadata={"help": "Static int8: train examples used to calibrate (default 50)."}
+    )
+    calibration_method: str | None = field(
+        default=None, metadata={"help": "Static int8: minmax (default), entropy or percentile."}
+    )
+    percentile: float | None = field(
+        default=None, metadata={"help": "Static int8 with --calibration-method percentile: the percentile (99.999)."}
+    )
+    int8_threshold: float | None = field(
+        default=None, metadata={"help": "bnb-int8: LLM.int8() outlier threshold (default 6.0)."}
+    )
+    quant_type: str | None = field(default=None, metadata={"help": "bnb-nf4: nf4 (default) or fp4."})
+    double_quant: bool | None = field(default=None, metadata={"help": "bnb-nf4: quantize the scales too (yes)."})
+    compute_dtype: str | None = field(
+        default=None, metadata={"help": "bnb-nf4: float32 (default), bfloat16 or float16."}
+    )
+    skip_modules: str | None = field(
+        default=None, metadata={"help": "bitsandbytes: comma-separated module names to keep in full precision."}
+    )
+
+    def __post_init__(self):
+        if self.method is None:
+            raise UsageError("--method is required: onnx-int8-dynamic, onnx-int8-static, bnb-int8 or bnb-nf4.")
+        if self.output_dir is None:
+            raise UsageError("--output-dir is required.")
+        self.config = self.to_config()
+
+    def to_config(self) -> OnnxConfig | BnbConfig:
+        """The method's config with the flags given; a flag for another method is refused."""
+        config_for_method(self.method)  # an unknown method is refused first
+        settings = {}
+        for option, methods in _OPTION_METHODS.items():
+            value = getattr(self, option)
+            if value is None:
+                continue
+            if self.method not in methods:
+                flag = "--" + option.replace("_", "-")
+                raise UsageError(f"{flag} only applies to --method {' or '.join(methods)}, not {self.method}.")
+            if option == "skip_modules":
+                value = [name.strip() for name in value.split(",") if name.strip()]
+            settings["threshold" if option == "int8_threshold" else option] = value
+        return config_for_method(self.method, **settings)
+
+
+@dataclass
+class QuantizeDataArguments(DataArguments):
+    """DataArguments with an optional task: without one, only size, memory and latency are measured."""
+
+    task: str | None = field(
+        default=None,
+        metadata={"help": "GLUE task to calibrate on (static int8) and to evaluate before and after (optional)."},
+    )
+
+    def __post_init__(self):
+        if self.task is not None:
+            super().__post_init__()
+            return
+        if self.data_dir or self.train_file or self.validation_file:
+            raise UsageError("Data was given without --task; pass --task to say which GLUE task it holds.")
+        if self.latency_runs < 0:
+            raise UsageError(f"--latency-runs must be 0 or more, got {self.latency_runs}.")
+
+
+def check_classifier(model_name: str, task: GlueTask | None, trust_remote_code: bool = False) -> None:
+    """Refuse, before loading weights, a model whose config says it has no trained classification head."""
+    config = load_config(model_name, trust_remote_code=trust_remote_code)
+    architectures = getattr(config, "architectures", None) or []
+    if not any("SequenceClassification" in arch for arch in architectures):
+        task_flag = f" --task {task.name}" if task else " --task TASK"
+        raise UsageError(
+            f"'{model_name}' has no trained classification head to quantize; fine-tune it first with: "
+            f"hfcompress finetune {model_name}{task_flag} --output-dir DIR."
+        )
+    if task is not None and config.num_labels != task.num_labels:
+        raise UsageError(
+            f"'{model_name}' has a {config.num_labels}-label head but {task.name} needs {task.num_labels} labels."
+        )
+
+
+def _rows(dataset, task: GlueTask, limit: int) -> list[tuple[str, ...]]:
+    dataset = dataset.select(range(min(limit, len(dataset))))
+    return list(zip(*[dataset[column] for column in task.text_columns]))
+
+
+def run_quantize(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    quant_args: QuantizeArguments,
+    command: str = "",
+) -> dict:
+    config = quant_args.config
+    task = get_task(data_args.task) if data_args.task else None
+    output_dir = check_output_dir(quant_args.output_dir, quant_args.overwrite_output_dir)
+    require_backend(config)
+    if isinstance(config, OnnxStaticInt8Config) and task is None:
+        raise UsageError(
+            "onnx-int8-static calibrates on examples of a task's train split; pass --task and --data-dir "
+            "(or --train-file), or use --method onnx-int8-dynamic, which needs no data."
+        )
+    model_name = check_model_available(model_args.model)
+    if Path(model_name).is_dir() and Path(model_name).resolve() == output_dir.resolve():
+        raise UsageError("--output-dir must be a new folder, not the folder of the model being quantized.")
+    check_classifier(model_name, task, model_args.trust_remote_code)
+    if isinstance(config, BnbConfig):
+        from .bnb import check_quantizable
+
+        check_quantizable(model_name, config, model_args.trust_remote_code)
+    splits = load_data(data_args, need_train=False) if task else None
+    calibration = check = None
+    if isinstance(config, OnnxStaticInt8Config):
+        if "train" not in splits:
+            raise UsageError(
+                f"onnx-int8-static calibrates on {task.name}'s train split, which this data lacks; pass --train-file "
+                "or a --data-dir with one."
+            )
+        calibration = _rows(splits["train"].shuffle(seed=0), task, config.calibration_samples)
+    if task:
+        check = _rows(splits[next(s for s in task.validation_splits if s in splits)], task, CHECK_EXAMPLES)
+    tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
+
+    logger.info("Quantizing %s with %s", model_name, config.method)
+    info = quantize(model_name, config, output_dir, tokenizer, calibration, check, model_args.max_seq_length,
+                    model_args.trust_remote_code)  # fmt: skip
+
+    source = measure_source(model_name, tokenizer, task, splits, model_args, data_args.latency_runs)
+    result = measure_quantized(output_dir, config.backend, config.method, tokenizer, task, splits,
+                               model_args.max_seq_length, data_args.latency_runs,
+                               model_args.trust_remote_code)  # fmt: skip
+    result["parameters"] = source["parameters"]  # quantization changes the width of weights, not their number
+    result["quantization"] = {k: v for k, v in info.items() if k not in ("output_dir", "backend")}
+    step = {"method": "quantization", "model": model_name, "settings": {**config.to_dict(), **_step_details(info)},
+            "parameters": result["parameters"], "size_bytes": result["size_bytes"],
+            "memory_bytes": result["memory_bytes"]}  # fmt: skip
+    lineage = (read_report(model_name) or {}).get("steps", []) if Path(model_name).is_dir() else []
+    report = build_report(task.name if task else None, command, source, result, [*lineage, step],
+                          latency_info(data_args.latency_runs))  # fmt: skip
+    if source.get("memory_bytes") and result.get("memory_bytes"):
+        report["ratios"]["memory_bytes"] = round(result["memory_bytes"] / source["memory_bytes"], 4)
+    write_report(report, output_dir)
+    print_quantization_summary(report)
+    try:
+        from ..cards import write_model_card
+    except ImportError:
+        pass
+    else:
+        if task:  # a card describes a model for a GLUE task
+            write_model_card(output_dir)
+    return report
+
+
+def _step_details(info: dict) -> dict:
+    keys = ("exporter", "fused_operators", "calibration_samples", "device", "kept_in_full_precision")
+    return {k: info[k] for k in keys if info.get(k)}
+
+
+def measure_source(model_name, tokenizer, task, splits, model_args, latency_runs: int) -> dict:
+    """The fp32 PyTorch model as compression.json describes it, plus its memory."""
+    from .bnb import memory_bytes
+
+    model, _ = load_sequence_classifier(model_name, task.num_labels if task else None, model_args.trust_remote_code)
+    entry = {"label": "fp32 (PyTorch)", "model": model_name, "backend": "transformers"}
+    if task:
+        logger.info("Evaluating the fp32 model on %s", task.name)
+        entry["metrics"] = evaluate_model(model, tokenizer, task, splits, max_length=model_args.max_seq_length)
+        entry["score"] = glue_score(entry["metrics"])
+    entry.update(describe_model(model, model_name if Path(model_name).is_dir() else None))
+    entry["memory_bytes"] = memory_bytes(model)
+    if latency_runs:
+        entry["latency_ms"] = torch_latency_ms(model, repeats=latency_runs)
+    return entry
+
+
+def measure_quantized(
+    directory: str | Path,
+    backend: str,
+    label: str,
+    tokenizer,
+    task: GlueTask | None,
+    splits,
+    max_length: int = 128,
+    latency_runs: int = 10,
+    trust_remote_code: bool = False,
+) -> dict:
+    """A quantized folder (ONNX Runtime or bitsandbytes) measured like an fp32 one: metrics, size, memory, latency."""
+    entry = {"label": label, "model": str(directory), "backend": backend}
+    if backend == "onnxruntime":
+        from .onnx_runtime import OrtSequenceClassifier
+
+        model = OrtSequenceClassifier.from_pretrained(directory)
+        logits_fn, names = model, set(model.input_names)
+        entry["memory_bytes"] = model.initializer_bytes()
+        latency = (lambda: model.latency_ms(repeats=latency_runs)) if latency_runs else None
+    else:
+        from .bnb import bnb_logits_fn, load_bnb, memory_bytes
+
+        model = load_bnb(directory, trust_remote_code=trust_remote_code)
+        logits_fn, names = bnb_logits_fn(model), _accepted(model)
+        entry["memory_bytes"] = memory_bytes(model)
+        latency = (lambda: _bnb_latency(model, latency_runs)) if latency_runs else None
+    if task:
+        logger.info("Evaluating the %s model on %s", label, task.name)
+        entry["metrics"] = evaluate_on_glue(logits_fn, tokenizer, task, splits, max_length, input_names=names)
+        entry["score"] = glue_score(entry["metrics"])
+    entry["size_bytes"] = weights_size_bytes(directory)
+    if latency:
+        entry["latency_ms"] = latency()
+    return entry
+
+
+def _accepted(model) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _bnb_latency(model, repeats: int) -> dict:
+    from .bnb import quiet_warnings
+
+    with quiet_warnings():
+        return torch_latency_ms(model, repeats=repeats)
+
+
+def print_quantization_summary(report: dict) -> None:
+    """The shared summary table, then what it does not show for quantization: memory, checks, the backend's note."""
+    from rich.console import Console
+
+    shown = {row[0] for row in summary_rows(report)}
+    print_summary({**report, "task": report["task"] or "no GLUE task"}, f"Quantization: {report['result']['label']}")
+    console = Console(width=110)
+    src, res = report["source"], report["result"]
+    if "parameter memory" not in shown and src.get("memory_bytes") and res.get("memory_bytes"):
+        console.print(
+            f"parameter memory: {src['memory_bytes'] / 1e6:.1f} MB -> {res['memory_bytes'] / 1e6:.1f} MB "
+            f"({report['ratios'].get('memory_bytes', float('nan')):.3f}x)"
+        )
+    quantization = res.get("quantization", {})
+    if quantization.get("fused_operators"):
+        fused = ", ".join(f"{count} {op}" for op, count in quantization["fused_operators"].items())
+        console.print(f"ONNX Runtime fused: {fused}.")
+    checks = quantization.get("checks", {})
+    if "export_max_abs_diff" in checks:
+        console.print(
+            f"ONNX Runtime fp32 vs PyTorch on {checks['examples']} real inputs: max |Δlogit| "
+            f"{checks['export_max_abs_diff']:.2e} (tolerance {checks['tolerance']:g})."
+        )
+        console.print(
+            f"int8 vs PyTorch fp32: max |Δlogit| {checks['int8_max_abs_diff']:.3f}, "
+            f"same prediction on {checks['int8_prediction_agreement']:.0%}."
+        )
+    if "roundtrip_max_abs_diff" in checks:
+        console.print(
+            f"Saved and reloaded: max |Δlogit| {checks['roundtrip_max_abs_diff']:.2e}; vs fp32: "
+            f"{checks['quantized_max_abs_diff']:.3f}, "
+            f"same prediction on {checks['quantized_prediction_agreement']:.0%}."
+        )
+    if quantization.get("note"):
+        console.print(quantization["note"])
