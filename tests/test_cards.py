@@ -27,13 +27,16 @@ def distilled(tmp_path_factory, tiny_teacher_dir, tiny_glue_dir):
     shutil.copytree(tiny_teacher_dir, teacher)
     (teacher / "README.md").write_text("---\nlicense: mit\nlanguage: en\n---\n# Tiny teacher\n\nTrained on SST-2.\n")
     out = root / "student"
+    # A GLUE-layout folder without the generated-data marker stands for real GLUE files here.
+    glue = shutil.copytree(tiny_glue_dir, root / "glue")
+    (glue / "sst2" / "SYNTHETIC").unlink()
     argv = [
         "distill",
         teacher,
         "--task",
         "sst2",
         "--data-dir",
-        tiny_glue_dir,
+        glue,
         "--student-layers",
         "2",
         "--max-steps",
