@@ -64,6 +64,23 @@ def check_tokenizers_match(teacher_tokenizer, student_tokenizer, teacher_name: s
         )
 
 
+def prepare_pair(main: str, other: str | None, data_args: DataArguments, trust_remote_code: bool = False):
+    """The checks of commands that train one model against another, before any long work.
+
+    Both models must be loadable, the task's data must have a train split, and the two tokenizers
+    must share a vocabulary. Returns (main name, other name, splits, main tokenizer).
+    """
+    from .models import check_model_available, load_tokenizer
+
+    main_name = check_model_available(main)
+    other_name = check_model_available(other) if other else None
+    splits = load_data(data_args, need_train=True)
+    tokenizer = load_tokenizer(main_name, trust_remote_code)
+    if other_name:
+        check_tokenizers_match(tokenizer, load_tokenizer(other_name, trust_remote_code), main_name, other_name)
+    return main_name, other_name, splits, tokenizer
+
+
 def train_classifier(model, tokenizer, splits, task: GlueTask, args, max_length: int):
     """Fine-tune `model` on the task's train split with a plain `transformers.Trainer`."""
     from transformers import DataCollatorWithPadding, Trainer

@@ -13,15 +13,14 @@ from ..arguments import DataArguments, ModelArguments, StudentArguments
 from ..data import get_task
 from ..evaluation import tokenize_splits
 from ..finetune import finetune_model
-from ..models import check_model_available, load_sequence_classifier, load_tokenizer
+from ..models import load_sequence_classifier
 from ..pipeline import (
     check_output_dir,
-    check_tokenizers_match,
     data_source,
     finish_run,
     latency_info,
-    load_data,
     measure,
+    prepare_pair,
     save_artifact,
     set_label_names,
     trainer_args_without_push,
@@ -58,15 +57,12 @@ def run_distill(
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     # Every check that can fail runs before any training.
     trainer_args = trainer_args_without_push(args)
-    teacher_name = check_model_available(model_args.model)
-    student_name = check_model_available(student_args.student) if student_args.student else None
-    splits = load_data(data_args, need_train=True)
-    tokenizer = load_tokenizer(teacher_name, model_args.trust_remote_code)
+    teacher_name, student_name, splits, tokenizer = prepare_pair(
+        model_args.model, student_args.student, data_args, model_args.trust_remote_code
+    )
     teacher, fresh_head = load_sequence_classifier(teacher_name, task.num_labels, model_args.trust_remote_code)
     student, layers = None, None
     if student_name:
-        student_tokenizer = load_tokenizer(student_name, model_args.trust_remote_code)
-        check_tokenizers_match(tokenizer, student_tokenizer, teacher_name, student_name)
         student, _ = load_sequence_classifier(student_name, task.num_labels, model_args.trust_remote_code)
         set_label_names(student, task)
         check_compatible(teacher, student)

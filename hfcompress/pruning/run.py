@@ -13,15 +13,14 @@ from ..data import get_task
 from ..distillation import DistillationArguments, DistillationTrainer
 from ..errors import UsageError
 from ..evaluation import tokenize_splits
-from ..models import check_model_available, load_sequence_classifier, load_tokenizer
+from ..models import load_sequence_classifier
 from ..pipeline import (
     check_output_dir,
-    check_tokenizers_match,
     data_source,
     finish_run,
     latency_info,
-    load_data,
     measure,
+    prepare_pair,
     save_artifact,
     set_label_names,
     trainer_args_without_push,
@@ -61,13 +60,9 @@ def run_prune(
     task = get_task(data_args.task)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     trainer_args = trainer_args_without_push(args)
-    model_name = check_model_available(model_args.model)
-    teacher_name = check_model_available(teacher_args.teacher) if teacher_args.teacher else None
-    splits = load_data(data_args, need_train=True)
-    tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
-    if teacher_name:
-        teacher_tokenizer = load_tokenizer(teacher_name, model_args.trust_remote_code)
-        check_tokenizers_match(teacher_tokenizer, tokenizer, teacher_name, model_name)
+    model_name, teacher_name, splits, tokenizer = prepare_pair(
+        model_args.model, teacher_args.teacher, data_args, model_args.trust_remote_code
+    )
     torch.manual_seed(args.seed)
     model, _ = load_sequence_classifier(model_name, task.num_labels, model_args.trust_remote_code)
     set_label_names(model, task)
