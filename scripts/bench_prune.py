@@ -9,6 +9,7 @@ scripts/bench_distill.py:
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -25,24 +26,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="runs/bench-distill/teacher")
     parser.add_argument("--data-dir", default="../shared/data/glue")
-    parser.add_argument("--train-samples", type=int, default=20000)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--train-samples", type=int, default=None, help="Default: every training row.")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", default="1e-4")
+    parser.add_argument("--end-fraction", type=float, default=0.5, help="Share of steps to reach sparsity.")
+    parser.add_argument("--update-frequency", default="50")
+    parser.add_argument("--hidden-weight", default="1.0", help="Layer-wise hidden-state MSE to the teacher.")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--out", default="runs/bench-prune")
     args = parser.parse_args()
-    summary = {}
+    rows = args.train_samples or count_rows(Path(args.data_dir) / "sst2" / "train.tsv")
+    end_step = int(args.end_fraction * math.ceil(rows / 32) * args.epochs)
+    summary_file = Path(args.out) / "summary.json"
     for name in args.runs:
         out = Path(args.out) / name
         start = time.time()
         command = [sys.executable, "-m", "hfcompress", "prune", args.teacher, "--teacher", args.teacher,
-                   "--task", "sst2", "--data-dir", args.data_dir, "--max-train-samples", str(args.train_samples),
+                   "--task", "sst2", "--data-dir", args.data_dir, "--max-train-samples", str(rows),
                    "--num-train-epochs", str(args.epochs), "--per-device-train-batch-size", "32",
-                   "--learning-rate", "5e-5", "--warmup-steps", "0.05", "--update-frequency", "25",
+                   "--learning-rate", args.learning_rate, "--warmup-steps", "0.05",
+                   "--update-frequency", args.update_frequency, "--end-step", str(end_step),
                    "--temperature", "2", "--distill-weight", "0.7", "--hard-label-weight", "0.3",
+                   "--hidden-weight", args.hidden_weight,
                    "--logging-steps", "100", "--seed", "42", "--latency-runs", "20",
                    "--output-dir", str(out), "--overwrite_output_dir", *RUNS[name]]  # fmt: skip
         print("+", " ".join(command[2:]), flush=True)
         subprocess.run(command, check=True)
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         report = json.loads((out / "compression.json").read_text())
         src, res, ratio = report["source"], report["result"], report["ratios"]
         summary[name] = {
@@ -60,10 +70,18 @@ def main() -> None:
             "latency_setup": report["latency_setup"],
             "end_step": report["steps"][0]["settings"]["end_step"],
             "max_steps": report["steps"][0]["settings"]["max_steps"],
+            "train_rows": rows,
+            "learning_rate": args.learning_rate,
+            "hidden_weight": args.hidden_weight,
             "minutes": round((time.time() - start) / 60, 1),
         }
-        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+        summary_file.write_text(json.dumps(summary, indent=2) + "\n")  # runs may go in parallel: merge
+        print(json.dumps(summary[name], indent=2))
+
+
+def count_rows(path: Path) -> int:
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for _ in f) - 1  # header
 
 
 if __name__ == "__main__":

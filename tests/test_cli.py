@@ -131,6 +131,11 @@ def test_help_and_unknown_command():
     result = run_cli("distill", "--help")
     assert result.returncode == 0
     assert "--student-layers" in result.stdout and "--learning_rate" in result.stdout
+    for command, flag in [("prune", "--end-step"), ("finetune", "--task"), ("evaluate", "--task"),
+                          ("quantize", "--method"), ("push", "--repo-id")]:  # fmt: skip
+        result = run_cli(command, "--help")
+        assert result.returncode == 0, f"{command} --help: {result.stderr[-2000:]}"
+        assert flag in result.stdout
     result = run_cli("compress-everything")
     assert result.returncode == 2 and "unknown command" in result.stderr
 

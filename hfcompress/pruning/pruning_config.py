@@ -23,7 +23,7 @@ class PruningConfig:
     start_step: int = field(default=0, metadata={"help": "Optimizer step at which pruning starts."})
     end_step: int | None = field(
         default=None,
-        metadata={"help": "Step at which the target sparsity is reached. Default: 70% of the run's steps."},
+        metadata={"help": "Step at which the target sparsity is reached. Default: 70%% of the run's steps."},
     )
     update_frequency: int = field(default=10, metadata={"help": "Recompute masks every this many steps."})
     schedule: str = field(default="cubic", metadata={"help": "Sparsity schedule: cubic, linear or constant."})
