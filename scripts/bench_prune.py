@@ -18,8 +18,22 @@ from pathlib import Path
 RUNS = {
     "unstructured-80": ["--sparsity", "0.8"],
     "unstructured-90": ["--sparsity", "0.9"],
+    # Same recipe without pruning: how much of a pruned run's accuracy the recipe itself (more rows,
+    # hidden-state distillation) accounts for.
+    "dense-control": ["--sparsity", "0.0"],
     "ffn-half": ["--structure", "ffn", "--ffn-size", "768", "--num-train-epochs", "1"],
 }
+# Later stages: continue from a finished run's output (still distilling from the unpruned teacher),
+# so the schedule spans two runs: 0 -> 0.8 in the first, then 0.8 held or 0.8 -> 0.9 in the second.
+STAGE_TWO = {
+    "unstructured-80-stage2": ("unstructured-80", ["--sparsity", "0.8", "--schedule", "constant",
+                                                   "--learning-rate", "5e-5", "--seed", "43"]),
+    "unstructured-90-from-80": ("unstructured-80", ["--sparsity", "0.9", "--initial-sparsity", "0.8",
+                                                    "--seed", "43"]),
+    "unstructured-90-stage3": ("unstructured-90-from-80", ["--sparsity", "0.9", "--schedule", "constant",
+                                                           "--learning-rate", "5e-5", "--seed", "44",
+                                                           "--num-train-epochs", "0.6"]),
+}  # fmt: skip
 
 
 def main() -> None:
@@ -32,7 +46,7 @@ def main() -> None:
     parser.add_argument("--end-fraction", type=float, default=0.5, help="Share of steps to reach sparsity.")
     parser.add_argument("--update-frequency", default="50")
     parser.add_argument("--hidden-weight", default="1.0", help="Layer-wise hidden-state MSE to the teacher.")
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=[*RUNS, *STAGE_TWO])
     parser.add_argument("--out", default="runs/bench-prune")
     args = parser.parse_args()
     rows = args.train_samples or count_rows(Path(args.data_dir) / "sst2" / "train.tsv")
@@ -41,7 +55,9 @@ def main() -> None:
     for name in args.runs:
         out = Path(args.out) / name
         start = time.time()
-        command = [sys.executable, "-m", "hfcompress", "prune", args.teacher, "--teacher", args.teacher,
+        first, extra = STAGE_TWO.get(name, (None, RUNS.get(name)))
+        model = str(Path(args.out) / first) if first else args.teacher
+        command = [sys.executable, "-m", "hfcompress", "prune", model, "--teacher", args.teacher,
                    "--task", "sst2", "--data-dir", args.data_dir, "--max-train-samples", str(rows),
                    "--num-train-epochs", str(args.epochs), "--per-device-train-batch-size", "32",
                    "--learning-rate", args.learning_rate, "--warmup-steps", "0.05",
@@ -49,12 +65,19 @@ def main() -> None:
                    "--temperature", "2", "--distill-weight", "0.7", "--hard-label-weight", "0.3",
                    "--hidden-weight", args.hidden_weight,
                    "--logging-steps", "100", "--seed", "42", "--latency-runs", "20",
-                   "--output-dir", str(out), "--overwrite_output_dir", *RUNS[name]]  # fmt: skip
+                   "--output-dir", str(out), "--overwrite_output_dir", *extra]  # fmt: skip
         print("+", " ".join(command[2:]), flush=True)
         subprocess.run(command, check=True)
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         report = json.loads((out / "compression.json").read_text())
         src, res, ratio = report["source"], report["result"], report["ratios"]
+        if first:  # the run's source is the first stage's output; compare with the teacher instead
+            root = first
+            while root in STAGE_TWO:
+                root = STAGE_TWO[root][0]
+            teacher_report = json.loads((Path(args.out) / root / "compression.json").read_text())
+            src = teacher_report["source"]
+            ratio = {**ratio, "score": round(res["metrics"]["accuracy"] / src["metrics"]["accuracy"], 4)}
         summary[name] = {
             "teacher_accuracy": src["metrics"]["accuracy"],
             "pruned_accuracy": res["metrics"]["accuracy"],
@@ -68,10 +91,11 @@ def main() -> None:
             "latency_ms": [src["latency_ms"], res["latency_ms"]],
             "speedup": {k: v for k, v in ratio.items() if k.startswith("speedup")},
             "latency_setup": report["latency_setup"],
-            "end_step": report["steps"][0]["settings"]["end_step"],
-            "max_steps": report["steps"][0]["settings"]["max_steps"],
+            "end_step": report["steps"][-1]["settings"]["end_step"],
+            "max_steps": report["steps"][-1]["settings"]["max_steps"],
             "train_rows": rows,
-            "learning_rate": args.learning_rate,
+            "continued_from": first,
+            "learning_rate": report["steps"][-1]["settings"]["learning_rate"],
             "hidden_weight": args.hidden_weight,
             "minutes": round((time.time() - start) / 60, 1),
         }
