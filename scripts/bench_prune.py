@@ -1,10 +1,12 @@
 """Benchmark: prune the SST-2 MiniLM teacher while distilling from it (unpruned), on real SST-2.
 
-Runs `hfcompress prune` for 80% and 90% unstructured sparsity and for FFN pruning to half the
-intermediate size, then prints the figures for BENCHMARKS.md. Needs a fine-tuned teacher, e.g. from
-scripts/bench_distill.py:
+Runs `hfcompress prune` for 80% and 90% unstructured sparsity, a dense control and FFN pruning to half
+the intermediate size, plus later stages that continue from a finished run (sparsity held, or raised
+from 0.8 to 0.9), and merges the figures for BENCHMARKS.md into OUT/summary.json. Needs a fine-tuned
+teacher, e.g. from scripts/bench_distill.py:
 
-    python scripts/bench_prune.py --teacher runs/bench-distill/teacher --data-dir ../shared/data/glue
+    python scripts/bench_prune.py --teacher runs/bench-distill/teacher --data-dir ../shared/data/glue \
+        --runs unstructured-80 unstructured-80-stage2
 """
 
 import argparse
