@@ -100,3 +100,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
 def snapshot(path: Path) -> dict[str, bytes]:
     """Every file under `path` and its bytes, to prove a failed command changed nothing."""
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def quant_model_dir(tmp_path_factory, tokenizer):
+    """A tiny BERT classifier for quantization: weights large enough (init 0.2) for logits that differ between
+    inputs, and Linear shapes (64 -> 64, 64 -> 128) that bitsandbytes' CPU 4-bit kernel packs."""
+    path = tmp_path_factory.mktemp("tiny-quant")
+    tiny_classifier("bert", seed=1, hidden=64, intermediate_size=128, initializer_range=0.2).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -334,12 +334,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"errors": [{"message": "Metadata must be a mapping"}]})
         self._send(200, {"errors": [], "warnings": []})
 
+    def _refuse_write(self, user, repo_id) -> bool:
+        """Answer 404 (can't see the repo) or 403 (can't write to it) and say so; False when writing is allowed."""
+        if not self.fake.can_read(user, repo_id):
+            self._not_found(repo_id)
+            return True
+        if not self.fake.can_write(user, repo_id):
+            self._forbidden(user, repo_id)
+            return True
+        return False
+
     def _preupload(self, user, params, payload, body, query):
         repo_id = params["repo"]
-        if not self.fake.can_read(user, repo_id):
-            return self._not_found(repo_id)
-        if not self.fake.can_write(user, repo_id):
-            return self._forbidden(user, repo_id)
+        if self._refuse_write(user, repo_id):
+            return
         repo = self.fake.repos[repo_id]
         existing = repo.branches.get(params["rev"], {})
         files = []
@@ -354,20 +362,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _commit(self, user, params, payload, body, query):
         repo_id = params["repo"]
-        if not self.fake.can_read(user, repo_id):
-            return self._not_found(repo_id)
-        if not self.fake.can_write(user, repo_id):
-            return self._forbidden(user, repo_id)
+        if self._refuse_write(user, repo_id):
+            return
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         status, answer = self.fake.commit(repo_id, params["rev"], lines, query.get("create_pr") == ["1"])
         self._send(status, answer)
 
     def _branch(self, user, params, payload, body, query):
         repo_id = params["repo"]
-        if not self.fake.can_read(user, repo_id):
-            return self._not_found(repo_id)
-        if not self.fake.can_write(user, repo_id):
-            return self._forbidden(user, repo_id)
+        if self._refuse_write(user, repo_id):
+            return
         repo = self.fake.repos[repo_id]
         if params["branch"] in repo.branches:
             return self._send(409, {"error": "Reference already exists"})

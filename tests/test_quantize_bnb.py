@@ -19,12 +19,8 @@ TOLERANCE = {"bnb-int8": 0.05, "bnb-nf4": 0.4}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    """A tiny BERT classifier whose Linear shapes (64 -> 64, 64 -> 128) bitsandbytes' CPU 4-bit kernel packs."""
-    path = tmp_path_factory.mktemp("tiny-bnb")
-    tiny_classifier("bert", seed=1, hidden=64, intermediate_size=128, initializer_range=0.2).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def model_dir(quant_model_dir):
+    return quant_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,8 @@ def close_to_fp32(logits, expected, tolerance=INT8_TOLERANCE) -> bool:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tokenizer):
-    """A tiny BERT classifier with weights large enough (init 0.2) for logits that differ between inputs."""
-    path = tmp_path_factory.mktemp("tiny-onnx")
-    tiny_classifier("bert", seed=1, hidden=64, intermediate_size=128, initializer_range=0.2).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+def model_dir(quant_model_dir):
+    return quant_model_dir
 
 
 @pytest.fixture(scope="module")
