@@ -35,6 +35,8 @@ STAGE_TWO = {
     "unstructured-90-stage3": ("unstructured-90-from-80", ["--sparsity", "0.9", "--schedule", "constant",
                                                            "--learning-rate", "5e-5", "--seed", "44",
                                                            "--num-train-epochs", "0.6"]),
+    "unstructured-90-stage4": ("unstructured-90-stage3", ["--sparsity", "0.9", "--schedule", "constant",
+                                                          "--learning-rate", "3e-5", "--seed", "45"]),
 }  # fmt: skip
 
 
