@@ -11,7 +11,10 @@ Schema (every command writes the same shape; later steps add keys, never rename 
                    sparsity     {"global": float, "per_layer": {name: float}, "compressed_size_bytes": int, ...}
                    memory_bytes bytes of parameters and buffers in memory (quantization)
     ratios       result/source for score, parameters, size_bytes; speedup_batch_N = source/result latency
-    steps        lineage, oldest first: [{method, settings, parameters, size_bytes, ...}]
+    steps        lineage, oldest first: [{method, settings, parameters, size_bytes, ...}], including the steps
+                 recorded in the input folder's own compression.json
+    origin       (chained runs only) the source of the first compression step in the lineage, as recorded then
+    ratios_to_origin  result/origin for score, parameters, size_bytes (no latency: measured in another run)
     latency_setup {device, seq_len, threads, statistic} or null when latency was skipped
     versions     python and library versions
 
@@ -55,8 +58,16 @@ def ratios(source: dict, result: dict) -> dict[str, float]:
     return out
 
 
-def build_report(task: str, command: str, source: dict, result: dict, steps: list[dict], latency: dict | None) -> dict:
-    return {
+def build_report(
+    task: str,
+    command: str,
+    source: dict,
+    result: dict,
+    steps: list[dict],
+    latency: dict | None,
+    origin: dict | None = None,
+) -> dict:
+    report = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "task": task,
         "command": command,
@@ -67,6 +78,30 @@ def build_report(task: str, command: str, source: dict, result: dict, steps: lis
         "latency_setup": latency,
         "versions": library_versions(),
     }
+    if origin:
+        report["origin"] = {k: origin[k] for k in ORIGIN_KEYS if k in origin}
+        # Latency is left out: the origin was timed in another run, maybe on another machine.
+        report["ratios_to_origin"] = {
+            k: v for k, v in ratios(report["origin"], result).items() if not k.startswith("speedup_")
+        }
+    return report
+
+
+ORIGIN_KEYS = ("label", "model", "metrics", "score", "parameters", "size_bytes", "compressed_size_bytes")
+
+
+def upstream(model_name: str | Path | None) -> tuple[list[dict], dict | None]:
+    """The lineage recorded in a local model folder's compression.json: (steps, origin).
+
+    origin is the model before the first compression step (distillation, pruning, quantization), or None
+    when the folder holds no compressed model (a Hub id, a plain folder, or a fine-tuned model).
+    """
+    report = read_report(model_name) if model_name and Path(model_name).is_dir() else None
+    if not report:
+        return [], None
+    steps = report.get("steps") or []
+    compressed = any(step.get("method") != "finetune" for step in steps)
+    return steps, report.get("origin") or (report.get("source") if compressed else None)
 
 
 def write_report(report: dict, output_dir: str | Path) -> Path:
@@ -157,6 +192,10 @@ def print_summary(report: dict, title: str) -> None:
     note = (report["result"].get("sparsity") or {}).get("note")
     if note:
         console.print(note)
+    origin, to_origin = report.get("origin"), report.get("ratios_to_origin") or {}
+    if origin and to_origin:
+        shown = ", ".join(f"{k.replace('_bytes', ' on disk')} {v:.3f}x" for k, v in to_origin.items())
+        console.print(f"Against the start of the lineage ({origin.get('model')}, measured in its own run): {shown}.")
     if report.get("latency_setup"):
         setup = report["latency_setup"]
         console.print(f"CPU latency: seq {setup['seq_len']}, {setup['threads']} threads, {setup['statistic']}.")

@@ -38,6 +38,40 @@ def test_prune_unstructured_while_distilling(tmp_path, tiny_teacher_dir, tiny_gl
     assert "sparsity (pruned layers)" in result.stdout
 
 
+def test_second_stage_and_quantization_carry_the_lineage(tmp_path, tiny_teacher_dir, tiny_glue_dir):
+    first, second, int8 = tmp_path / "stage1", tmp_path / "stage2", tmp_path / "int8"
+    result = run_cli("prune", tiny_teacher_dir, "--data-dir", tiny_glue_dir, "--sparsity", "0.5",
+                     "--max-steps", "4", "--end-step", "2", "--update-frequency", "2", "--output-dir", first,
+                     *FLAGS)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli("prune", first, "--data-dir", tiny_glue_dir, "--sparsity", "0.8", "--initial-sparsity", "0.5",
+                     "--max-steps", "4", "--end-step", "2", "--update-frequency", "2", "--output-dir", second,
+                     *FLAGS)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    stage1 = json.loads((first / "compression.json").read_text())
+    stage2 = json.loads((second / "compression.json").read_text())
+    assert "origin" not in stage1
+    assert [s["model"] for s in stage2["steps"]] == [str(tiny_teacher_dir), str(first)]
+    assert [s["sparsity"] for s in stage2["steps"]] == pytest.approx([0.5, 0.8], abs=1e-3)
+    assert stage2["source"]["model"] == str(first)  # ratios: against the stage's own input
+    assert stage2["origin"]["model"] == str(tiny_teacher_dir)
+    assert stage2["origin"]["score"] == stage1["source"]["score"]
+    assert stage2["ratios_to_origin"]["score"] == round(stage2["result"]["score"] / stage1["source"]["score"], 4)
+    assert not any(key.startswith("speedup") for key in stage2["ratios_to_origin"])
+    assert "Against the start of the lineage" in result.stdout
+    assert "where its lineage starts" in (second / "README.md").read_text()
+
+    result = run_cli("quantize", second, "--method", "onnx-int8-dynamic", "--task", "sst2", "--data-dir",
+                     tiny_glue_dir, "--latency-runs", "0", "--output-dir", int8)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((int8 / "compression.json").read_text())
+    assert [s["method"] for s in report["steps"]] == ["pruning", "pruning", "quantization"]
+    assert report["origin"] == stage2["origin"]
+    assert report["ratios_to_origin"]["size_bytes"] == round(
+        report["result"]["size_bytes"] / stage1["source"]["size_bytes"], 4
+    )
+
+
 def test_prune_ffn_makes_a_smaller_model(tmp_path, tiny_teacher_dir, tiny_glue_dir):
     out = tmp_path / "ffn"
     result = run_cli("prune", tiny_teacher_dir, "--data-dir", tiny_glue_dir, "--structure", "ffn",

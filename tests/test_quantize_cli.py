@@ -223,6 +223,7 @@ def test_every_method_on_real_sst2_with_minilm(tmp_path, minilm_path):
         checks = res["quantization"]["checks"]
         assert checks.get("int8_prediction_agreement", checks.get("quantized_prediction_agreement")) >= 0.85, method
         assert [s["method"] for s in report["steps"]] == ["finetune", "quantization"]
+        assert "origin" not in report  # fine-tuning is not compression: the fp32 source is where it starts
     dynamic = reports["onnx-int8-dynamic"]
     assert dynamic["result"]["quantization"]["fused_operators"]["Attention"] == 6  # every block of MiniLM fused
     assert dynamic["result"]["quantization"]["checks"]["export_max_abs_diff"] <= 1e-4

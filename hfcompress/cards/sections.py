@@ -101,6 +101,12 @@ def summary(report: dict, output_dir: Path, task, config: dict, backend: str) ->
     if facts:
         text += f" It has {', '.join(facts[:-1]) + ' and ' if len(facts) > 1 else ''}{facts[-1]}"
         text += f", and is {' and '.join(speedups)} as fast as the source on CPU." if speedups else "."
+    start, to_start = report.get("origin") or {}, report.get("ratios_to_origin") or {}
+    if to_start.get("score"):
+        name = start.get("model") or ""
+        name = hub_link(hub_id(name, report)) if hub_id(name, report) else f"`{short_path(name, output_dir)}`"
+        size = f" at {to_start['size_bytes']:.1%} of its size on disk" if to_start.get("size_bytes") else ""
+        text += f" Against {name}, where its lineage starts, it keeps {to_start['score']:.1%} of the dev score{size}."
     return text
 
 

@@ -25,7 +25,7 @@ from ..pipeline import (
     set_label_names,
     trainer_args_without_push,
 )
-from ..report import build_report
+from ..report import build_report, upstream
 from .distillation_config import DistillationArguments
 from .distillation_trainer import DistillationTrainer, check_compatible
 from .student import build_student_from_teacher, parse_student_layers
@@ -71,7 +71,8 @@ def run_distill(
         default = str(max(1, teacher_layers // 2))
         layers = parse_student_layers(student_args.student_layers or default, teacher_layers)
 
-    steps, teacher_dir = [], None
+    steps, origin = upstream(teacher_name)  # the teacher may itself come out of an hfcompress run
+    steps, teacher_dir = list(steps), None
     if fresh_head:
         teacher_dir = output_dir / "teacher"
         print(f"Teacher '{teacher_name}' is not fine-tuned for {task.name}: fine-tuning it first into {teacher_dir}.")
@@ -142,7 +143,7 @@ def run_distill(
             "size_bytes": result["size_bytes"],
         }
     )
-    report = build_report(task.name, command, source, result, steps, latency_info(data_args.latency_runs))
+    report = build_report(task.name, command, source, result, steps, latency_info(data_args.latency_runs), origin)
     report["data"] = data_source(data_args)
     finish_run(report, output_dir, args, "Distillation", source_dir=teacher_dir or teacher_name)
     return report

@@ -25,7 +25,7 @@ from ..pipeline import (
     set_label_names,
     trainer_args_without_push,
 )
-from ..report import build_report
+from ..report import build_report, upstream
 from .callback import GradualMagnitudePruningCallback
 from .pruning_config import PruningConfig
 from .report import DENSE_NOTE, compressed_size, make_permanent, sparsity_report
@@ -114,9 +114,11 @@ def run_prune(
     if teacher_name:
         settings.update(temperature=args.temperature, distill_weight=args.distill_weight,
                         hard_label_weight=args.hard_label_weight)  # fmt: skip
-    step = {"method": "pruning", "settings": settings, "parameters": result["parameters"],
+    step = {"method": "pruning", "model": model_name, "settings": settings, "parameters": result["parameters"],
             "size_bytes": result["size_bytes"], "sparsity": result["sparsity"]["global"]}  # fmt: skip
-    report = build_report(task.name, command, source, result, [step], latency_info(data_args.latency_runs))
+    lineage, origin = upstream(model_name)  # a second pruning stage continues the first one's lineage
+    report = build_report(task.name, command, source, result, [*lineage, step],
+                          latency_info(data_args.latency_runs), origin)  # fmt: skip
     report["data"] = data_source(data_args)
     title = "Pruning" + (" with distillation" if teacher_name else "")
     finish_run(report, output_dir, args, title, source_dir=source_dir)

@@ -13,7 +13,7 @@ from ..evaluation import evaluate_model, evaluate_on_glue, glue_score
 from ..measure import describe_model, torch_latency_ms, weights_size_bytes
 from ..models import check_model_available, load_config, load_sequence_classifier, load_tokenizer
 from ..pipeline import check_output_dir, latency_info, load_data
-from ..report import build_report, print_summary, read_report, summary_rows, write_report
+from ..report import build_report, print_summary, summary_rows, upstream, write_report
 from .configs import BnbConfig, OnnxConfig, OnnxStaticInt8Config, config_for_method
 from .quantize import quantize, require_backend
 
@@ -192,9 +192,9 @@ def run_quantize(
     step = {"method": "quantization", "model": model_name, "settings": {**config.to_dict(), **_step_details(info)},
             "parameters": result["parameters"], "size_bytes": result["size_bytes"],
             "memory_bytes": result["memory_bytes"]}  # fmt: skip
-    lineage = (read_report(model_name) or {}).get("steps", []) if Path(model_name).is_dir() else []
+    lineage, origin = upstream(model_name)
     report = build_report(task.name if task else None, command, source, result, [*lineage, step],
-                          latency_info(data_args.latency_runs))  # fmt: skip
+                          latency_info(data_args.latency_runs), origin)  # fmt: skip
     if source.get("memory_bytes") and result.get("memory_bytes"):
         report["ratios"]["memory_bytes"] = round(result["memory_bytes"] / source["memory_bytes"], 4)
     write_report(report, output_dir)
