@@ -51,15 +51,21 @@ def run_finetune(model_args: ModelArguments, data_args: DataArguments, args: Fin
         data_args.latency_runs,
         model_args.max_seq_length,
     )
+    report = finetune_report(task, command, model_args.model, result, args, data_args)
+    finish_run(report, output_dir, args, "Fine-tuning", source_dir=model_args.model)
+    return report
+
+
+def finetune_report(task, command: str, base: str, result: dict, args, data_args: DataArguments) -> dict:
+    """compression.json of a fine-tuned model: the base model has no score, so there are no score ratios."""
     step = {
         "method": "finetune",
-        "model": model_args.model,
+        "model": base,
         "settings": {"learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "seed": args.seed},
         "parameters": result["parameters"],
         "size_bytes": result["size_bytes"],
     }
-    source = {"label": "base", "model": model_args.model}
+    source = {"label": "base", "model": base}
     report = build_report(task.name, command, source, result, [step], latency_info(data_args.latency_runs))
     report["data"] = data_source(data_args)
-    finish_run(report, output_dir, args, "Fine-tuning", source_dir=model_args.model)
     return report

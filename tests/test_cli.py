@@ -107,6 +107,12 @@ def test_distill_fine_tunes_a_base_teacher_first(tmp_path, tokenizer, tiny_glue_
     assert [step["method"] for step in report["steps"]] == ["finetune", "distillation"]
     assert report["source"]["model"] == str(out / "teacher")
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 2  # half of 4
+    # The teacher folder is an artifact of its own: report and card, with the metrics measured in this run.
+    teacher_report = json.loads((out / "teacher" / "compression.json").read_text())
+    assert [step["method"] for step in teacher_report["steps"]] == ["finetune"]
+    assert teacher_report["source"]["model"] == str(base)
+    assert teacher_report["result"]["metrics"] == report["source"]["metrics"]
+    assert "Compression lineage" in (out / "teacher" / "README.md").read_text()
 
 
 def test_finetune_and_config_file(tmp_path, tokenizer, tiny_glue_dir):

@@ -12,7 +12,7 @@ from ..architecture import num_layers
 from ..arguments import DataArguments, ModelArguments, StudentArguments
 from ..data import get_task
 from ..evaluation import tokenize_splits
-from ..finetune import finetune_model
+from ..finetune import finetune_model, finetune_report
 from ..models import load_sequence_classifier
 from ..pipeline import (
     check_output_dir,
@@ -25,7 +25,7 @@ from ..pipeline import (
     set_label_names,
     trainer_args_without_push,
 )
-from ..report import build_report, upstream
+from ..report import build_report, upstream, write_report
 from .distillation_config import DistillationArguments
 from .distillation_trainer import DistillationTrainer, check_compatible
 from .student import build_student_from_teacher, parse_student_layers
@@ -131,6 +131,12 @@ def run_distill(
         data_args.latency_runs,
         model_args.max_seq_length,
     )
+    if teacher_dir:  # the teacher fine-tuned here is an artifact too: its own compression.json and card
+        from ..cards import write_model_card
+
+        teacher_result = {**source, "label": "fine-tuned"}
+        write_report(finetune_report(task, command, teacher_name, teacher_result, args, data_args), teacher_dir)
+        write_model_card(teacher_dir, source_dir=teacher_name if Path(teacher_name).is_dir() else None)
     settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
     settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
     steps.append(
