@@ -109,7 +109,26 @@ def test_projection_trains_when_widths_differ(tmp_path, tokenizer):
     trainer.train()
     assert trainer.layer_map == {0: 1, 1: 3}
     assert not torch.allclose(projection_before, trainer.hidden_projection.weight)
+    assert trainer.hidden_projection.weight.grad is None  # zeroed after each optimizer step, as the student's
     assert "hidden_projection" not in " ".join(trainer.model.state_dict())
+
+
+def test_projection_survives_checkpoint_resume(tmp_path, tokenizer):
+    def run(resume=None):
+        teacher = tiny_classifier("bert", layers=4, hidden=32, seed=0)
+        student = tiny_classifier("bert", layers=2, hidden=16, seed=1)
+        trainer = make_trainer(tmp_path, tokenizer, student=student, teacher=teacher, max_steps=4,
+                               per_device_train_batch_size=4, learning_rate=1e-2, hidden_weight=1.0,
+                               save_strategy="steps", save_steps=2)  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer.hidden_projection.weight.detach().clone(), trainer.model.classifier.weight.detach().clone()
+
+    projection, head = run()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert set(load_file(checkpoint / "hidden_projection.safetensors")) == {"weight", "bias"}
+    resumed_projection, resumed_head = run(resume=str(checkpoint))
+    torch.testing.assert_close(resumed_projection, projection)
+    torch.testing.assert_close(resumed_head, head)
 
 
 def test_losses_are_logged(tmp_path, tokenizer):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..architecture import hidden_size, num_layers
 from ..errors import UsageError
@@ -61,6 +62,8 @@ class DistillationTrainer(Trainer):
             self.layer_map = default_layer_map(num_layers(model.config), num_layers(teacher.config))
         self._check_layer_map(model, teacher)
         self.hidden_projection = self._make_projection(model, teacher)
+        if self.hidden_projection is not None:
+            self.add_callback(ProjectionCallback(self.hidden_projection))
         self._student_keys = _forward_keys(self.accelerator.unwrap_model(self.model))
         self._teacher_keys = _forward_keys(teacher)
         self._loss_sums: dict[str, float] = defaultdict(float)
@@ -80,7 +83,11 @@ class DistillationTrainer(Trainer):
         s_dim, t_dim = hidden_size(student.config), hidden_size(teacher.config)
         if s_dim == t_dim or (self.args.hidden_weight == 0 and self.args.cosine_weight == 0):
             return None
-        return nn.Linear(s_dim, t_dim).to(self.args.device)
+        projection = nn.Linear(s_dim, t_dim).to(self.args.device)
+        if self.accelerator.num_processes > 1:  # every rank starts from rank 0's initialisation
+            for p in projection.parameters():
+                torch.distributed.broadcast(p.data, src=0)
+        return projection
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -179,3 +186,50 @@ def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None
         raise UsageError(
             f"Teacher has {t_cfg.num_labels} labels but the student has {s_cfg.num_labels}; they must match."
         )
+
+
+PROJECTION_FILE = "hidden_projection.safetensors"
+
+
+class ProjectionCallback(TrainerCallback):
+    """Does for the hidden-state projection what the Trainer does only for the model's own parameters.
+
+    The projection trains with the student but is part of neither the student nor its DDP wrapper, so
+    without this its gradients would never be averaged across ranks, clipped or zeroed (they would pile up
+    over every step), and checkpoints would not hold it.
+    """
+
+    def __init__(self, projection: nn.Module):
+        self.projection = projection
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        grads = [p.grad for p in self.projection.parameters() if p.grad is not None]
+        if not grads:
+            return
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for grad in grads:
+                dist.all_reduce(grad)
+                grad /= dist.get_world_size()
+        if args.max_grad_norm and args.max_grad_norm > 0:  # its own norm, apart from the student's
+            nn.utils.clip_grad_norm_(self.projection.parameters(), args.max_grad_norm)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.projection.zero_grad(set_to_none=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        from safetensors.torch import save_file
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            tensors = {k: v.contiguous().cpu() for k, v in self.projection.state_dict().items()}
+            save_file(tensors, folder / PROJECTION_FILE)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from safetensors.torch import load_file
+
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / PROJECTION_FILE
+        if state.global_step > 0 and path.is_file():
+            with torch.no_grad():  # in place, so the optimizer keeps pointing at the same tensors
+                for name, value in load_file(path).items():
+                    self.projection.get_parameter(name).copy_(value)
