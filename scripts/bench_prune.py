@@ -75,13 +75,9 @@ def main() -> None:
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         report = json.loads((out / "compression.json").read_text())
         src, res, ratio = report["source"], report["result"], report["ratios"]
-        if first:  # the run's source is the first stage's output; compare with the teacher instead
-            root = first
-            while root in STAGE_TWO:
-                root = STAGE_TWO[root][0]
-            teacher_report = json.loads((Path(args.out) / root / "compression.json").read_text())
-            src = teacher_report["source"]
-            ratio = {**ratio, "score": round(res["metrics"]["accuracy"] / src["metrics"]["accuracy"], 4)}
+        if "origin" in report:  # a later stage: its source is the previous stage; compare with the teacher
+            src = report["origin"]
+            ratio = {**ratio, "score": report["ratios_to_origin"]["score"]}
         summary[name] = {
             "teacher_accuracy": src["metrics"]["accuracy"],
             "pruned_accuracy": res["metrics"]["accuracy"],
@@ -92,7 +88,7 @@ def main() -> None:
             "compressed_size_bytes": [src.get("compressed_size_bytes"), res["sparsity"]["compressed_size_bytes"]],
             "intermediate_size": res["sparsity"].get("intermediate_size"),
             "parameters": [src["parameters"], res["parameters"]],
-            "latency_ms": [src["latency_ms"], res["latency_ms"]],
+            "latency_ms": [src.get("latency_ms"), res["latency_ms"]],
             "speedup": {k: v for k, v in ratio.items() if k.startswith("speedup")},
             "latency_setup": report["latency_setup"],
             "end_step": report["steps"][-1]["settings"]["end_step"],
