@@ -26,8 +26,8 @@ RUNS = {
     "ffn-half": ["--structure", "ffn", "--ffn-size", "768", "--num-train-epochs", "1"],
 }
 # Later stages: continue from a finished run's output (still distilling from the unpruned teacher),
-# so the schedule spans two runs: 0 -> 0.8 in the first, then 0.8 held or 0.8 -> 0.9 in the second.
-STAGE_TWO = {
+# so the schedule spans several runs: 0 -> 0.8 in the first, then 0.8 held, or 0.8 -> 0.9 and held.
+LATER_STAGES = {
     "unstructured-80-stage2": ("unstructured-80", ["--sparsity", "0.8", "--schedule", "constant",
                                                    "--learning-rate", "5e-5", "--seed", "43"]),
     "unstructured-90-from-80": ("unstructured-80", ["--sparsity", "0.9", "--initial-sparsity", "0.8",
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--end-fraction", type=float, default=0.5, help="Share of steps to reach sparsity.")
     parser.add_argument("--update-frequency", default="50")
     parser.add_argument("--hidden-weight", default="1.0", help="Layer-wise hidden-state MSE to the teacher.")
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=[*RUNS, *STAGE_TWO])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=[*RUNS, *LATER_STAGES])
     parser.add_argument("--out", default="runs/bench-prune")
     args = parser.parse_args()
     rows = args.train_samples or count_rows(Path(args.data_dir) / "sst2" / "train.tsv")
@@ -59,7 +59,7 @@ def main() -> None:
     for name in args.runs:
         out = Path(args.out) / name
         start = time.time()
-        first, extra = STAGE_TWO.get(name, (None, RUNS.get(name)))
+        first, extra = LATER_STAGES.get(name, (None, RUNS.get(name)))
         model = str(Path(args.out) / first) if first else args.teacher
         command = [sys.executable, "-m", "hfcompress", "prune", model, "--teacher", args.teacher,
                    "--task", "sst2", "--data-dir", args.data_dir, "--max-train-samples", str(rows),

@@ -78,8 +78,8 @@ def summary(report: dict, output_dir: Path, task, config: dict, backend: str) ->
     chain = []
     for step in report.get("steps") or []:
         origin = step.get("model") or step.get("teacher") or report["source"].get("model")
-        origin = hub_link(hub_id(origin, report)) if hub_id(origin, report) else f"`{short_path(origin, output_dir)}`"
-        chain.append(f"{METHOD_NAMES.get(step.get('method'), step.get('method', '')).lower()} of {origin}")
+        chain.append(f"{METHOD_NAMES.get(step.get('method'), step.get('method', '')).lower()} of "
+                     f"{model_link(origin, report, output_dir)}")  # fmt: skip
     made = f"It was made with hfcompress by {', then '.join(chain)}." if chain else "It was evaluated with hfcompress."
     text = (
         f"This model is {what} for GLUE {GLUE_NAMES[task.name]}{form.get(backend, '')}. It predicts "
@@ -103,8 +103,7 @@ def summary(report: dict, output_dir: Path, task, config: dict, backend: str) ->
         text += f", and is {' and '.join(speedups)} as fast as the source on CPU." if speedups else "."
     start, to_start = report.get("origin") or {}, report.get("ratios_to_origin") or {}
     if to_start.get("score"):
-        name = start.get("model") or ""
-        name = hub_link(hub_id(name, report)) if hub_id(name, report) else f"`{short_path(name, output_dir)}`"
+        name = model_link(start.get("model") or "", report, output_dir)
         size = f" at {to_start['size_bytes']:.1%} of its size on disk" if to_start.get("size_bytes") else ""
         text += f" Against {name}, where its lineage starts, it keeps {to_start['score']:.1%} of the dev score{size}."
     return text
@@ -152,9 +151,7 @@ def lineage_rows(report: dict, output_dir: Path) -> list[dict]:
         rows.append(
             {
                 "method": method_name(step),
-                "source": hub_link(hub_id(origin, report))
-                if hub_id(origin, report)
-                else f"`{short_path(origin, output_dir)}`",
+                "source": model_link(origin, report, output_dir),
                 "settings": _cell(key_settings(step)),
                 "parameters": _fmt_int(parameters),
                 "size": _fmt_bytes(size),
@@ -379,6 +376,12 @@ def method_name(step: dict) -> str:
     settings = step.get("settings") or {}
     detail = settings.get("structure") or settings.get("method") or settings.get("backend") or ""
     return f"{name} ({detail})" if detail else name
+
+
+def model_link(name: str, report: dict, output_dir: Path) -> str:
+    """A Hub link when the model is on the Hub, else its short local path in backticks."""
+    repo_id = hub_id(name, report)
+    return hub_link(repo_id) if repo_id else f"`{short_path(name, output_dir)}`"
 
 
 def hub_link(repo_id: str) -> str:

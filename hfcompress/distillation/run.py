@@ -71,22 +71,14 @@ def run_distill(
         default = str(max(1, teacher_layers // 2))
         layers = parse_student_layers(student_args.student_layers or default, teacher_layers)
 
-    steps, origin = upstream(teacher_name)  # the teacher may itself come out of an hfcompress run
-    steps, teacher_dir = list(steps), None
+    lineage, origin = upstream(teacher_name)  # the teacher may itself come out of an hfcompress run
+    steps, teacher_dir = list(lineage), None
     if fresh_head:
         teacher_dir = output_dir / "teacher"
         print(f"Teacher '{teacher_name}' is not fine-tuned for {task.name}: fine-tuning it first into {teacher_dir}.")
         teacher_args = _teacher_args(args, teacher_dir)
         torch.manual_seed(args.seed)
         teacher = finetune_model(teacher, tokenizer, splits, task, teacher_args, model_args.max_seq_length)
-        steps.append(
-            {
-                "method": "finetune",
-                "model": teacher_name,
-                "output": str(teacher_dir),
-                "settings": {"learning_rate": args.learning_rate, "epochs": args.num_train_epochs},
-            }
-        )
     set_label_names(teacher, task)
 
     layer_map = None
@@ -134,9 +126,11 @@ def run_distill(
     if teacher_dir:  # the teacher fine-tuned here is an artifact too: its own compression.json and card
         from ..cards import write_model_card
 
-        teacher_result = {**source, "label": "fine-tuned"}
-        write_report(finetune_report(task, command, teacher_name, teacher_result, args, data_args), teacher_dir)
+        fine_tuned = {**source, "label": "fine-tuned"}
+        teacher_report = finetune_report(task, command, teacher_name, fine_tuned, args, data_args)
+        write_report(teacher_report, teacher_dir)
         write_model_card(teacher_dir, source_dir=teacher_name if Path(teacher_name).is_dir() else None)
+        steps.append({**teacher_report["steps"][-1], "output": str(teacher_dir)})
     settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
     settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
     steps.append(
