@@ -51,3 +51,22 @@ def hidden_size(config) -> int:
 def count_parameters(model: nn.Module) -> int:
     # Tied weights (input and output embeddings) are counted once.
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def is_projection(module: nn.Module) -> bool:
+    """An nn.Linear, or GPT-2's Conv1D (a Linear that stores its weight as in x out)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def oriented_weight(module: nn.Module):
+    """The weight as (out, in), a view of the module's own tensor: writes to it change the module."""
+    from transformers.pytorch_utils import Conv1D
+
+    return module.weight.t() if isinstance(module, Conv1D) else module.weight
+
+
+def in_out(module: nn.Module) -> tuple[int, int]:
+    out_features, in_features = oriented_weight(module).shape
+    return in_features, out_features

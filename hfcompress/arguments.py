@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .data import get_task
 from .errors import UsageError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -21,12 +22,33 @@ class ModelArguments:
         default=False,
         metadata={"help": "Allow model code from the Hub to run (off unless you trust the source)."},
     )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Weights' dtype when loading: auto (as saved), float32, bfloat16 or float16."},
+    )
+    revision: str | None = field(default=None, metadata={"help": "Hub branch, tag or commit of the model."})
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "Attention kernel: eager, sdpa, flash_attention_2 ... (default: the model's)."}
+    )
 
     def __post_init__(self):
         if self.model is None:
             raise UsageError("A model is required: a Hub id, an alias such as minilm, or a local folder.")
         if self.max_seq_length < 8:
             raise UsageError(f"--max-seq-length must be at least 8, got {self.max_seq_length}.")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}.")
+
+    def load_kwargs(self) -> dict:
+        """from_pretrained arguments for dtype, revision and attention implementation."""
+        import torch
+
+        kwargs = {"dtype": "auto" if self.dtype == "auto" else getattr(torch, self.dtype)}
+        if self.revision:
+            kwargs["revision"] = self.revision
+        if self.attn_implementation:
+            kwargs["attn_implementation"] = self.attn_implementation
+        return kwargs
 
 
 @dataclass
@@ -51,27 +73,75 @@ class StudentArguments:
 @dataclass
 class DataArguments:
     task: str = field(
-        default=None, metadata={"help": "GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte or wnli."}
+        default=None,
+        metadata={
+            "help": "A GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli), classification (any "
+            "text-classification data) or causal-lm (language modelling on raw text)."
+        },
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Local GLUE folder in the classic layout (e.g. glue/ with SST-2/train.tsv, dev.tsv)."},
+        metadata={"help": "GLUE: local folder in the classic layout (e.g. glue/ with SST-2/train.tsv, dev.tsv)."},
     )
-    train_file: str | None = field(default=None, metadata={"help": "Training data as csv, tsv or json."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation data as csv, tsv or json."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use a random subset of training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use a random subset of validation rows."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "classification / causal-lm: a Hub dataset, e.g. imdb or wikitext."}
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "The Hub dataset's configuration, e.g. wikitext-2-raw-v1."}
+    )
+    train_split: str | None = field(default=None, metadata={"help": "Hub dataset split to train on (train)."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Hub dataset split to evaluate on (validation)."}
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Training data: csv, tsv, json, jsonl or parquet (causal-lm: also txt)."},
+    )
+    validation_file: str | None = field(
+        default=None,
+        metadata={"help": "Evaluation data: csv, tsv, json, jsonl or parquet (causal-lm: also txt, scored exactly)."},
+    )
+    text_columns: str | None = field(
+        default=None, metadata={"help": "classification: one or two text columns, e.g. text or premise,hypothesis."}
+    )
+    label_column: str | None = field(default=None, metadata={"help": "classification: the label column (label)."})
+    text_column: str | None = field(default=None, metadata={"help": "causal-lm: the text column (text)."})
+    block_size: int | None = field(
+        default=None,
+        metadata={"help": "causal-lm: tokens per training block and evaluation window (default: model max, <= 1024)."},
+    )
+    stride: int | None = field(
+        default=None,
+        metadata={"help": "causal-lm: tokens the perplexity window moves each step (default: half the block size)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use a random subset of training rows (causal-lm: the first N blocks)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Use a random subset of validation rows (causal-lm: the first N rows or lines)."},
+    )
     latency_runs: int = field(
         default=10,
-        metadata={"help": "Timed runs per CPU latency measurement (batch 1 and 32, seq 128); 0 skips."},
+        metadata={
+            "help": "Timed runs per latency measurement (classifiers: batch 1 and 32 at seq 128; causal LMs: "
+            "prefill 1 x 128 and decode of 64 tokens); 0 skips."
+        },
     )
 
     def __post_init__(self):
+        from .tasks import TASK_CHOICES, task_from_args
+
         if self.task is None:
-            raise UsageError("--task is required (one of cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli).")
-        self.task = get_task(self.task).name
+            raise UsageError(f"--task is required (one of {', '.join(TASK_CHOICES)}).")
         if self.latency_runs < 0:
             raise UsageError(f"--latency-runs must be 0 or more, got {self.latency_runs}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive number, not {value}.")
+        self.task_obj = task_from_args(self)  # every check of the task's own flags, before any work
+        self.task = self.task_obj.name
 
 
 @dataclass

@@ -1,63 +1,65 @@
-"""`hfcompress finetune`: train a model's classification head (and body) on a GLUE task."""
+"""`hfcompress finetune`: train a model on the task (a classifier's head and body, or a causal LM on text)."""
 
 from __future__ import annotations
 
 import torch
 
 from .arguments import DataArguments, FinetuneArguments, ModelArguments
-from .data import get_task
-from .models import load_sequence_classifier, load_tokenizer
+from .models import load_config, load_for_task, load_tokenizer
 from .pipeline import (
+    as_task,
     check_output_dir,
-    data_source,
     finish_run,
     latency_info,
+    latency_runs_of,
     load_data,
     measure,
     save_artifact,
-    set_label_names,
-    train_classifier,
+    train_model,
     trainer_args_without_push,
 )
 from .report import build_report
+from .tasks import Task
 
 
 def finetune_model(model, tokenizer, splits, task, args: FinetuneArguments, max_length: int):
     """Fine-tune in memory and save the result to `args.output_dir`; returns the trained model."""
-    set_label_names(model, task)
-    model = train_classifier(model, tokenizer, splits, task, args, max_length)
+    task = as_task(task)
+    task.configure_model(model)
+    model = train_model(model, tokenizer, splits, task, args, max_length)
     save_artifact(model, tokenizer, args.output_dir, args)
     return model
 
 
-def run_finetune(model_args: ModelArguments, data_args: DataArguments, args: FinetuneArguments, command: str = ""):
-    """Fine-tune `model_args.model` on the task, evaluate it, and write the model and compression.json."""
-    task = get_task(data_args.task)
+def run_finetune(
+    model_args: ModelArguments, data_args: DataArguments | Task, args: FinetuneArguments, command: str = ""
+):
+    """Fine-tune `model_args.model` on the task, evaluate it, and write the model and compression.json.
+
+    `data_args` is the CLI's DataArguments or a task object (`ClassificationTask(...)`, `CausalLMTask(...)`).
+    """
+    task = as_task(data_args)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     trainer_args = trainer_args_without_push(args)
-    splits = load_data(data_args, need_train=True)
-    tokenizer = load_tokenizer(model_args.model, model_args.trust_remote_code)
+    config = load_config(model_args.model, model_args.trust_remote_code, revision=model_args.revision)
+    task.check_config(config, model_args.model)
+    splits = load_data(task, need_train=True)
+    tokenizer = load_tokenizer(model_args.model, model_args.trust_remote_code, model_args.revision)
+    splits = task.prepare(splits, tokenizer, config)
     torch.manual_seed(args.seed)
-    model, _ = load_sequence_classifier(model_args.model, task.num_labels, model_args.trust_remote_code)
+    model, _ = load_for_task(model_args.model, task, model_args)
     model = finetune_model(model, tokenizer, splits, task, trainer_args, model_args.max_seq_length)
-    result = measure(
-        model,
-        tokenizer,
-        task,
-        splits,
-        "fine-tuned",
-        args.output_dir,
-        args.output_dir,
-        data_args.latency_runs,
-        model_args.max_seq_length,
-    )
-    report = finetune_report(task, command, model_args.model, result, args, data_args)
+    runs = latency_runs_of(data_args)
+    result = measure(model, tokenizer, task, splits, "fine-tuned", args.output_dir, args.output_dir, runs,
+                     model_args.max_seq_length)  # fmt: skip
+    report = finetune_report(task, command, model_args.model, result, args, runs)
     finish_run(report, output_dir, args, "Fine-tuning", source_dir=model_args.model)
     return report
 
 
-def finetune_report(task, command: str, base: str, result: dict, args, data_args: DataArguments) -> dict:
+def finetune_report(task, command: str, base: str, result: dict, args, latency_runs: int = 10) -> dict:
     """compression.json of a fine-tuned model: the base model has no score, so there are no score ratios."""
+    task = as_task(task)
     step = {
         "method": "finetune",
         "model": base,
@@ -66,6 +68,6 @@ def finetune_report(task, command: str, base: str, result: dict, args, data_args
         "size_bytes": result["size_bytes"],
     }
     source = {"label": "base", "model": base}
-    report = build_report(task.name, command, source, result, [step], latency_info(data_args.latency_runs))
-    report["data"] = data_source(data_args)
+    report = build_report(task, command, source, result, [step], latency_info(latency_runs, task))
+    report["data"] = task.data_source()
     return report

@@ -83,6 +83,7 @@ def check_model_available(name: str | os.PathLike) -> str:
 def load_config(name: str | os.PathLike, trust_remote_code: bool = False, **kwargs):
     from transformers import AutoConfig
 
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     resolved = check_model_available(name)
     try:
         return AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
@@ -90,14 +91,40 @@ def load_config(name: str | os.PathLike, trust_remote_code: bool = False, **kwar
         raise HfcompressError(f"Could not load the config of '{resolved}': {_first_line(err)}") from err
 
 
-def load_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False):
+def load_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False, revision: str | None = None):
     from transformers import AutoTokenizer
 
     resolved = check_model_available(name)
+    kwargs = {"revision": revision} if revision else {}
     try:
-        return AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # decoder tokenizers (GPT-2, Llama) have no pad token
+        return tokenizer
     except (OSError, ValueError) as err:
         raise HfcompressError(f"Could not load a tokenizer for '{resolved}': {_first_line(err)}") from err
+
+
+def load_for_task(name: str | os.PathLike, task, model_args=None, trust_remote_code: bool = False):
+    """Load the model class `task` asks for, returning (model, head_was_initialised).
+
+    The config is checked against the task first (a causal LM for a classification task is refused in one
+    sentence). Causal LMs load as they were saved: never `ignore_mismatched_sizes`, never a fresh head.
+    """
+    from .tasks import TaskType
+
+    trust_remote_code = model_args.trust_remote_code if model_args is not None else trust_remote_code
+    kwargs = model_args.load_kwargs() if model_args is not None else {}
+    resolved = check_model_available(name)
+    config = load_config(resolved, trust_remote_code=trust_remote_code, revision=kwargs.get("revision"))
+    task.check_config(config, resolved)
+    if task.kind != TaskType.CAUSAL_LM:
+        return load_sequence_classifier(resolved, task.model_kwargs().get("num_labels"), trust_remote_code, **kwargs)
+    try:
+        model = task.auto_class().from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as err:
+        raise HfcompressError(f"Could not load '{resolved}' as a causal language model: {_first_line(err)}") from err
+    return model, False
 
 
 def load_sequence_classifier(
@@ -110,8 +137,8 @@ def load_sequence_classifier(
     from transformers import AutoModelForSequenceClassification
 
     resolved = check_model_available(name)
-    config = load_config(resolved, trust_remote_code=trust_remote_code)
-    head_matches = _head_matches(config, num_labels)
+    config = load_config(resolved, trust_remote_code=trust_remote_code, revision=kwargs.get("revision"))
+    matches = head_matches(config, num_labels)
     if num_labels is not None:
         kwargs["num_labels"] = num_labels
     try:
@@ -124,11 +151,11 @@ def load_sequence_classifier(
         )
     except (OSError, ValueError) as err:
         raise HfcompressError(f"Could not load '{resolved}' as a sequence classifier: {_first_line(err)}") from err
-    fresh = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys")) or not head_matches
+    fresh = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys")) or not matches
     return model, fresh
 
 
-def _head_matches(config, num_labels: int | None) -> bool:
+def head_matches(config, num_labels: int | None) -> bool:
     """True when the config says the checkpoint was trained as a classifier with `num_labels` outputs."""
     architectures = getattr(config, "architectures", None) or []
     is_classifier = any("SequenceClassification" in arch for arch in architectures)
@@ -138,3 +165,12 @@ def _head_matches(config, num_labels: int | None) -> bool:
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def auto_class_for(config):
+    """AutoModelForCausalLM for a checkpoint saved as a causal LM, else AutoModelForSequenceClassification."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from .tasks.classification import is_causal_lm_config
+
+    return AutoModelForCausalLM if is_causal_lm_config(config) else AutoModelForSequenceClassification

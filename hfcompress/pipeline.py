@@ -6,12 +6,9 @@ import copy
 import logging
 from pathlib import Path
 
-from .arguments import DataArguments
-from .data import GlueTask, get_task, load_glue
-from .data.synthetic import SYNTHETIC_MARKER
 from .errors import UsageError
-from .evaluation import evaluate_model, glue_score, tokenize_splits
-from .measure import describe_model, latency_setup, torch_latency_ms
+from .measure import describe_model, latency_setup
+from .tasks import Task, task_from_args
 
 logger = logging.getLogger("hfcompress")
 
@@ -28,32 +25,25 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def load_data(data_args: DataArguments, need_train: bool):
-    splits = load_glue(
-        data_args.task,
-        data_dir=data_args.data_dir,
-        train_file=data_args.train_file,
-        validation_file=data_args.validation_file,
-        max_train_samples=data_args.max_train_samples,
-        max_eval_samples=data_args.max_eval_samples,
-    )
-    task = get_task(data_args.task)
-    if need_train and "train" not in splits:
-        raise UsageError(f"Training needs a train split for {task.name}; pass --train-file or a --data-dir with one.")
-    if not any(split in splits for split in task.validation_splits):
-        raise UsageError(f"Evaluation needs a validation split for {task.name}; pass --validation-file or --data-dir.")
-    return splits
+def load_data(task, need_train: bool):
+    """The task's splits, checked: a train split when training, an evaluation split always."""
+    return as_task(task).load_splits(need_train)
 
 
-def set_label_names(model, task: GlueTask) -> None:
-    """Give the config readable labels, so pipelines and the Hub widget show 'positive' rather than LABEL_1."""
-    if task.label_names:
-        model.config.id2label = dict(enumerate(task.label_names))
-        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
-    if task.is_regression:
-        model.config.problem_type = "regression"
-    else:
-        model.config.problem_type = "single_label_classification"
+def as_task(data) -> Task:
+    """The task of a DataArguments (the CLI's, built once by its checks), or a Task given directly (Python API)."""
+    if isinstance(data, Task):
+        return data
+    return getattr(data, "task_obj", None) or task_from_args(data)
+
+
+def latency_runs_of(data, default: int = 10) -> int:
+    return getattr(data, "latency_runs", default)
+
+
+def set_label_names(model, task) -> None:
+    """Give the config the task's facts: readable labels ('positive' rather than LABEL_1), problem type."""
+    as_task(task).configure_model(model)
 
 
 def check_tokenizers_match(teacher_tokenizer, student_tokenizer, teacher_name: str, student_name: str) -> None:
@@ -64,34 +54,42 @@ def check_tokenizers_match(teacher_tokenizer, student_tokenizer, teacher_name: s
         )
 
 
-def prepare_pair(main: str, other: str | None, data_args: DataArguments, trust_remote_code: bool = False):
+def prepare_pair(main: str, other: str | None, task, model_args):
     """The checks of commands that train one model against another, before any long work.
 
-    Both models must be loadable, the task's data must have a train split, and the two tokenizers
-    must share a vocabulary. Returns (main name, other name, splits, main tokenizer).
+    Both models must be loadable and fit the task, the task's data must have a train split, and the two
+    tokenizers must share a vocabulary. Returns (main name, other name, splits, main tokenizer).
     """
-    from .models import check_model_available, load_tokenizer
+    from .models import check_model_available, load_config, load_tokenizer
 
+    task = as_task(task)
+    trust, revision = model_args.trust_remote_code, model_args.revision
     main_name = check_model_available(main)
     other_name = check_model_available(other) if other else None
-    splits = load_data(data_args, need_train=True)
-    tokenizer = load_tokenizer(main_name, trust_remote_code)
+    config = load_config(main_name, trust_remote_code=trust, revision=revision)
+    task.check_config(config, main_name)
     if other_name:
-        check_tokenizers_match(tokenizer, load_tokenizer(other_name, trust_remote_code), main_name, other_name)
+        task.check_config(load_config(other_name, trust_remote_code=trust), other_name)
+    splits = load_data(task, need_train=True)
+    tokenizer = load_tokenizer(main_name, trust, revision)
+    if other_name:
+        check_tokenizers_match(tokenizer, load_tokenizer(other_name, trust), main_name, other_name)
+    splits = task.prepare(splits, tokenizer, config)
     return main_name, other_name, splits, tokenizer
 
 
-def train_classifier(model, tokenizer, splits, task: GlueTask, args, max_length: int):
+def train_model(model, tokenizer, splits, task, args, max_length: int):
     """Fine-tune `model` on the task's train split with a plain `transformers.Trainer`."""
-    from transformers import DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
-    train = tokenize_splits(splits["train"], tokenizer, task, max_length)
+    task = as_task(task)
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=train,
+        train_dataset=task.train_dataset(splits, tokenizer, max_length),
+        eval_dataset=task.eval_dataset(splits, tokenizer, max_length) if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=task.collator(tokenizer),
     )
     trainer.train()
     return trainer.model
@@ -118,30 +116,27 @@ def measure(
     latency_runs: int = 10,
     max_length: int = 128,
 ) -> dict:
-    """GLUE dev metrics, parameters, size and CPU latency of one model, as stored in compression.json."""
+    """The task's metrics and score, parameters, size and latency of one model, as stored in compression.json."""
+    task = as_task(task)
     logger.info("Evaluating %s on %s", label, task.name)
-    metrics = evaluate_model(model, tokenizer, task, splits, max_length=max_length)
-    entry = {"label": label, "model": name, "metrics": metrics, "score": glue_score(metrics)}
+    metrics = task.evaluate(model, tokenizer, splits, max_length)
+    entry = {"label": label, "model": name, "metrics": metrics, "score": task.score(metrics)}
+    entry.update(task.extra_measurements(model, tokenizer, splits))
     entry.update(describe_model(model, directory))
     if latency_runs:
-        entry["latency_ms"] = torch_latency_ms(model, repeats=latency_runs)
+        entry["latency_ms"] = task.latency(model, latency_runs)
     return entry
 
 
-def data_source(data_args: DataArguments) -> dict:
+def data_source(task) -> dict:
     """Where the data came from, for the report and the model card."""
-    info = {"eval_rows": data_args.max_eval_samples, "train_rows": data_args.max_train_samples}
-    if data_args.data_dir:
-        root = Path(data_args.data_dir)
-        synthetic = (root / SYNTHETIC_MARKER).exists() or any(root.glob(f"*/{SYNTHETIC_MARKER}"))
-        return {**info, "kind": "synthetic" if synthetic else "glue_dir", "path": str(root)}
-    if data_args.train_file or data_args.validation_file:
-        return {**info, "kind": "files", "path": data_args.validation_file or data_args.train_file}
-    return {**info, "kind": "hub", "path": "nyu-mll/glue"}
+    return as_task(task).data_source()
 
 
-def latency_info(latency_runs: int) -> dict | None:
-    return latency_setup(repeats=latency_runs) if latency_runs else None
+def latency_info(latency_runs: int, task=None) -> dict | None:
+    if not latency_runs:
+        return None
+    return as_task(task).latency_setup(latency_runs) if task is not None else latency_setup(repeats=latency_runs)
 
 
 def trainer_args_without_push(args):

@@ -3,7 +3,8 @@
 Schema (every command writes the same shape; later steps add keys, never rename them):
 
     created      ISO time (UTC)
-    task         GLUE task name, e.g. "sst2"
+    task         GLUE task name, e.g. "sst2", or the task kind: "classification", "causal-lm"
+    task_info    the task as tasks.task_from_report rebuilds it: {kind, name, lower_is_better, score, dataset, ...}
     command      the exact command line (or Python call) that produced the folder
     source       the model compressed:   {label, model, metrics, score, parameters, size_bytes, latency_ms?, ...}
     result       the model in this folder, same keys, plus per method:
@@ -18,8 +19,11 @@ Schema (every command writes the same shape; later steps add keys, never rename 
     latency_setup {device, seq_len, threads, statistic} or null when latency was skipped
     versions     python and library versions
 
-metrics are GLUE dev metrics keyed by name (accuracy, f1, matthews_correlation, pearson, spearmanr;
-MNLI adds _matched / _mismatched suffixes); score is their mean.
+metrics are the task's: GLUE dev metrics keyed by name (accuracy, f1, matthews_correlation, pearson, spearmanr;
+MNLI adds _matched / _mismatched suffixes; score is their mean); classification accuracy and macro f1 (score:
+accuracy); causal-lm perplexity, bits_per_byte, tokens, window and stride (score: perplexity, lower is better).
+A causal LM's entries add `generations` (greedy continuations of fixed prompts) and its latency_ms holds
+prefill_batch_1 (1 x 128 tokens) and decode_per_token (ms per new token with the KV cache).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def ratios(source: dict, result: dict) -> dict[str, float]:
 
 
 def build_report(
-    task: str,
+    task,
     command: str,
     source: dict,
     result: dict,
@@ -67,9 +71,11 @@ def build_report(
     latency: dict | None,
     origin: dict | None = None,
 ) -> dict:
+    info = task.info() if hasattr(task, "info") else None
     report = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "task": task,
+        "task": task.name if info else task,
+        "task_info": info,
         "command": command,
         "source": source,
         "result": result,
@@ -122,16 +128,31 @@ def _fmt_bytes(n: int | None) -> str:
 def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     src, res, rat = report["source"], report["result"], report["ratios"]
     rows = []
-    for name in res.get("metrics", {}):
-        rows.append((name, f"{src.get('metrics', {}).get(name, float('nan')):.4f}", f"{res['metrics'][name]:.4f}", ""))
-    rows.append(
-        (
-            "GLUE score",
-            f"{src.get('score', float('nan')):.4f}",
-            f"{res.get('score', float('nan')):.4f}",
-            f"{rat.get('score', float('nan')):.3f}x",
+    for name, value in (res.get("metrics") or {}).items():
+        if isinstance(value, (int, float)) and name not in (
+            "tokens",
+            "scored_tokens",
+            "windows",
+            "window",
+            "stride",
+            "bytes",
+            "nll_per_token",
+        ):
+            source_value = (src.get("metrics") or {}).get(name, float("nan"))
+            rows.append((name, f"{source_value:.4f}", f"{value:.4f}", ""))
+    info = report.get("task_info") or {}
+    if info.get("kind", "glue") == "glue":
+        rows.append(
+            (
+                "GLUE score",
+                f"{src.get('score', float('nan')):.4f}",
+                f"{res.get('score', float('nan')):.4f}",
+                f"{rat.get('score', float('nan')):.3f}x",
+            )
         )
-    )
+    elif "score" in rat:
+        better = "lower is better" if info.get("lower_is_better") else "higher is better"
+        rows.append((f"score ({info.get('score')}), {better}", "", "", f"{rat['score']:.3f}x"))
     rows.append(
         (
             "parameters",
@@ -162,6 +183,10 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     for batch, ms in (res.get("latency_ms") or {}).items():
         source_ms = (src.get("latency_ms") or {}).get(batch)
         speedup = rat.get(f"speedup_{batch}")
+        if batch == "decode_per_token":
+            rows.append(("decode tokens/s", f"{1000 / source_ms:.1f}" if source_ms else "-", f"{1000 / ms:.1f}",
+                         f"{speedup:.2f}x more" if speedup else ""))  # fmt: skip
+            continue
         rows.append(
             (
                 f"latency {batch.replace('_', ' ')}",
@@ -178,6 +203,10 @@ def print_summary(report: dict, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"{title} ({report['task']})")
+    if report["result"].get("metrics", {}).get("window"):
+        m = report["result"]["metrics"]
+        title_note = f"perplexity: window {m['window']}, stride {m['stride']}, {m['scored_tokens']:,} tokens scored"
+        table.caption = title_note
     for column in (
         "",
         report["source"].get("label", "source"),
@@ -196,6 +225,12 @@ def print_summary(report: dict, title: str) -> None:
     if origin and to_origin:
         shown = ", ".join(f"{k.replace('_bytes', ' on disk')} {v:.3f}x" for k, v in to_origin.items())
         console.print(f"Against the start of the lineage ({origin.get('model')}, measured in its own run): {shown}.")
+    for side in ("source", "result"):
+        for sample in (report[side].get("generations") or [])[:1]:
+            console.print(
+                f"{report[side].get('label', side)} writes: {sample['prompt']!r} -> {sample['continuation']!r}"
+            )
     if report.get("latency_setup"):
         setup = report["latency_setup"]
-        console.print(f"CPU latency: seq {setup['seq_len']}, {setup['threads']} threads, {setup['statistic']}.")
+        device = setup.get("device", "cpu").upper()
+        console.print(f"{device} latency: seq {setup['seq_len']}, {setup['threads']} threads, {setup['statistic']}.")

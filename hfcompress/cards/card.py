@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from ..data import get_task
 from ..errors import HfcompressError, UsageError
 from ..report import REPORT_NAME, read_report
+from ..tasks import task_from_report
 from .chart import CHART_NAME, write_chart
 from .metadata import CARD_NAME, base_model, card_metadata, data_info, read_card, read_json, run_id, same_path
 from .sections import (
@@ -94,7 +94,7 @@ def load_report(output_dir: Path) -> dict:
     if missing:
         raise UsageError(f"{output_dir / REPORT_NAME} lacks '{missing[0]}'; it was not written by hfcompress.")
     if not report["task"]:
-        raise UsageError(f"{output_dir / REPORT_NAME} names no GLUE task, and a card reports results on one.")
+        raise UsageError(f"{output_dir / REPORT_NAME} names no task, and a card reports results on one.")
     return report
 
 
@@ -125,7 +125,7 @@ def _environment():
 
 
 def card_context(report: dict, output_dir: Path, existing: dict | None, source: dict | None, repo_id, chart) -> dict:
-    task = get_task(report["task"])
+    task = task_from_report(report)
     src, res = report["source"], report["result"]
     steps = report.get("steps") or []
     config = read_json(output_dir / "config.json")

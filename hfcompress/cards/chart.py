@@ -28,7 +28,9 @@ def chart_points(report: dict) -> dict | None:
         points[entry.get("label") or side] = (score, size / 1e6, latency.get(latency_key))
     if any(latency is None for _, _, latency in points.values()):
         points = {label: (score, size, None) for label, (score, size, _) in points.items()}
-    return {"points": points, "latency_key": latency_key, "task": report.get("task", "")}
+    info = report.get("task_info") or {}
+    score_name = f"{info['score']} (lower is better)" if info.get("lower_is_better") else "dev score"
+    return {"points": points, "latency_key": latency_key, "task": report.get("task", ""), "score_name": score_name}
 
 
 def write_chart(report: dict, output_dir: str | Path) -> Path | None:
@@ -58,13 +60,14 @@ def write_chart(report: dict, output_dir: str | Path) -> Path | None:
             ax.scatter([values[index]], [values[0]], s=60, color=color, zorder=3)
             ax.annotate(label, (values[index], values[0]), textcoords="offset points", xytext=(6, 6), fontsize=9)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{data['task']} dev score")
+        ax.set_ylabel(f"{data['task']} {data.get('score_name', 'dev score')}")
         ax.set_xlim(left=0, right=max(sx, rx) * 1.25)
         low, high = min(sy, ry), max(sy, ry)
         pad = max(0.02, (high - low) * 0.5)
         ax.set_ylim(low - pad, high + pad)
         ax.grid(alpha=0.3)
-    figure.suptitle("Source vs compressed: higher and further left is better", fontsize=10)
+    better = "lower" if "lower is better" in data.get("score_name", "") else "higher"
+    figure.suptitle(f"Source vs compressed: {better} and further left is better", fontsize=10)
     figure.tight_layout()
     path = Path(output_dir) / CHART_NAME
     figure.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same run, same bytes

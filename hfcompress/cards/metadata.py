@@ -37,7 +37,9 @@ KNOWN_LICENSES = {
 GLUE_NAMES = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI",
               "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}  # fmt: skip
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews correlation",
-                "pearson": "Pearson correlation", "spearmanr": "Spearman correlation"}  # fmt: skip
+                "pearson": "Pearson correlation", "spearmanr": "Spearman correlation", "perplexity": "Perplexity",
+                "bits_per_byte": "Bits per byte", "mse": "Mean squared error"}  # fmt: skip
+TASK_NAMES = {"text-classification": "Text Classification", "text-generation": "Text Generation"}
 HUB_METRICS = {"pearson": "pearsonr"}
 
 
@@ -45,35 +47,31 @@ def card_metadata(report, output_dir, task, data, base, relation, backend, confi
     """The YAML front matter, built and checked by `huggingface_hub.ModelCardData`."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    glue = data["kind"] in ("hub", "glue_dir")
-    results = []
-    if glue:
-        for key, value in (report["result"].get("metrics") or {}).items():
-            metric, split = metric_split(key)
-            subset = f" on {data['eval_rows']} random dev rows" if data.get("eval_rows") else ""
-            results.append(
-                EvalResult(
-                    task_type="text-classification",
-                    task_name="Text Classification",
-                    dataset_type="nyu-mll/glue",
-                    dataset_name=f"GLUE {GLUE_NAMES[task.name]}",
-                    dataset_config=task.name,
-                    dataset_split=split,
-                    metric_type=HUB_METRICS.get(metric, metric),
-                    metric_value=value,
-                    metric_name=f"{METRIC_NAMES.get(metric, metric)}{subset}",
-                )
-            )
+    info = task.card()
+    results = [
+        EvalResult(
+            task_type=info["pipeline_tag"],
+            task_name=TASK_NAMES.get(info["pipeline_tag"], info["pipeline_tag"]),
+            dataset_type=row["dataset_type"],
+            dataset_name=row["dataset_name"],
+            dataset_config=row["dataset_config"],
+            dataset_split=row["dataset_split"],
+            metric_type=HUB_METRICS.get(row["metric"], row["metric"]),
+            metric_value=row["value"],
+            metric_name=f"{METRIC_NAMES.get(row['metric'], row['metric'])}{row['subset']}",
+        )
+        for row in task.card_eval_results(report["result"].get("metrics") or {}, data)
+    ]
     license_ = carried_license(report, output_dir, base, source) or meta(existing, "license")
     data_ = ModelCardData(
         base_model=base,
         base_model_relation=relation,
         library_name="onnx" if backend == "onnxruntime" else "transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=info["pipeline_tag"],
         license=license_,
         language="en",
-        datasets=["nyu-mll/glue"] if glue else None,
-        metrics=sorted({HUB_METRICS.get(m, m) for m in task.metrics}),
+        datasets=task.card_datasets(data),
+        metrics=sorted({HUB_METRICS.get(m, m) for m in info["metrics"]}),
         tags=card_tags(report, task, data, backend, config),
         model_name=repo_id.split("/")[-1] if repo_id else output_dir.resolve().name,
         eval_results=results or None,
@@ -86,9 +84,7 @@ def card_metadata(report, output_dir, task, data, base, relation, backend, confi
 
 
 def card_tags(report: dict, task, data: dict, backend: str, config: dict) -> list[str]:
-    tags = ["hfcompress", "text-classification"]
-    if data["kind"] in ("hub", "glue_dir"):
-        tags += ["glue", task.name]
+    tags = ["hfcompress", task.card()["pipeline_tag"], *task.card_tags(data)]
     methods = [step.get("method", "") for step in report.get("steps") or []]
     if "distillation" in methods:
         tags += ["distillation", "knowledge-distillation"]

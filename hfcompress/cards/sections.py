@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 from .metadata import (
-    GLUE_NAMES,
     METRIC_NAMES,
     argv_of,
     hub_id,
@@ -22,25 +21,6 @@ from .metadata import (
     to_int,
 )
 
-TASK_TEXT = {
-    "cola": "whether an English sentence is grammatically acceptable",
-    "sst2": "the sentiment (negative or positive) of a movie-review sentence",
-    "mrpc": "whether two news sentences are paraphrases",
-    "stsb": "the semantic similarity of two sentences, on a 0 to 5 scale",
-    "qqp": "whether two Quora questions ask the same thing",
-    "mnli": "whether a premise entails, contradicts or is neutral to a hypothesis",
-    "qnli": "whether a sentence answers a question",
-    "rte": "whether one sentence entails another",
-    "wnli": "whether a sentence with a pronoun substituted is entailed by the original",
-}
-EXAMPLES = {
-    "cola": ("The book was written by John.",),
-    "sst2": ("A gripping, beautifully acted film.",),
-    "qqp": ("How do I learn Python quickly?", "What is the fastest way to learn Python?"),
-    "qnli": ("Where is the Eiffel Tower?", "The Eiffel Tower stands in Paris."),
-    "mnli": ("A man is playing a guitar on stage.", "A person is performing music."),
-}
-PAIR_EXAMPLE = ("The company posted record profits this quarter.", "Profits at the company hit a record high.")
 BACKENDS = ("transformers", "onnxruntime", "bitsandbytes")
 ARCHITECTURES = {"bert": "BERT", "roberta": "RoBERTa", "distilbert": "DistilBERT", "electra": "ELECTRA"}
 METHOD_NAMES = {
@@ -68,9 +48,10 @@ HYPERPARAMETERS = (
 
 
 def summary(report: dict, output_dir: Path, task, config: dict, backend: str) -> str:
-    layers = config.get("num_hidden_layers") or config.get("n_layers")
+    info = task.card()
+    layers = config.get("num_hidden_layers") or config.get("n_layers") or config.get("n_layer")
     arch = ARCHITECTURES.get(config.get("model_type", ""), config.get("model_type", ""))
-    what = f"a {layers}-layer {arch} text classifier" if layers else "a text classifier"
+    what = f"a {layers}-layer {arch} {info['what']}" if layers else f"a {info['what']}"
     form = {
         "onnxruntime": ", as an ONNX graph for ONNX Runtime",
         "bitsandbytes": ", with bitsandbytes-quantized weights",
@@ -81,17 +62,17 @@ def summary(report: dict, output_dir: Path, task, config: dict, backend: str) ->
         chain.append(f"{METHOD_NAMES.get(step.get('method'), step.get('method', '')).lower()} of "
                      f"{model_link(origin, report, output_dir)}")  # fmt: skip
     made = f"It was made with hfcompress by {', then '.join(chain)}." if chain else "It was evaluated with hfcompress."
-    text = (
-        f"This model is {what} for GLUE {GLUE_NAMES[task.name]}{form.get(backend, '')}. It predicts "
-        f"{TASK_TEXT[task.name]}. {made}"
-    )
+    text = f"This model is {what} for {info['for']}{form.get(backend, '')}. {info['predicts']} {made}"
+    lower = task.lower_is_better
     ratios = report.get("ratios") or {}
     facts = []
     if ratios.get("parameters"):
         facts.append(f"{ratios['parameters']:.1%} of the source's parameters")
     if ratios.get("size_bytes"):
         facts.append(f"{ratios['size_bytes']:.1%} of its size on disk")
-    if ratios.get("score"):
+    if ratios.get("score") and lower:
+        facts.append(f"{ratios['score']:.3f}x its {task.score_name} (lower is better)")
+    elif ratios.get("score"):
         facts.append(f"{ratios['score']:.1%} of its dev score")
     speedups = [
         f"{v:.2f}x ({k.removeprefix('speedup_').replace('_', ' ')})"
@@ -100,41 +81,19 @@ def summary(report: dict, output_dir: Path, task, config: dict, backend: str) ->
     ]
     if facts:
         text += f" It has {', '.join(facts[:-1]) + ' and ' if len(facts) > 1 else ''}{facts[-1]}"
-        text += f", and is {' and '.join(speedups)} as fast as the source on CPU." if speedups else "."
+        text += f", and is {' and '.join(speedups)} as fast as the source." if speedups else "."
     start, to_start = report.get("origin") or {}, report.get("ratios_to_origin") or {}
     if to_start.get("score"):
         name = model_link(start.get("model") or "", report, output_dir)
         size = f" at {to_start['size_bytes']:.1%} of its size on disk" if to_start.get("size_bytes") else ""
-        text += f" Against {name}, where its lineage starts, it keeps {to_start['score']:.1%} of the dev score{size}."
+        kept = (f"has {to_start['score']:.3f}x its {task.score_name}" if lower
+                else f"keeps {to_start['score']:.1%} of the dev score")  # fmt: skip
+        text += f" Against {name}, where its lineage starts, it {kept}{size}."
     return text
 
 
 def data_sentence(data: dict, task) -> str:
-    name = GLUE_NAMES[task.name]
-    subset = f" (a random subset of {data['eval_rows']} dev rows, so expect noise)" if data.get("eval_rows") else ""
-    kind = data["kind"]
-    if kind == "hub":
-        return (
-            f"Data: GLUE {name} from the Hub (`nyu-mll/glue`, config `{task.name}`); results are on its dev "
-            f"split{subset}."
-        )
-    if kind == "glue_dir":
-        return (
-            f"Data: GLUE {name} read from a local folder in the GLUE layout (`{data['path']}`); results are on "
-            f"its dev split{subset}."
-        )
-    if kind == "files":
-        return (
-            f"Data: the user's own files in the {name} format (`{data['path']}`), not the official GLUE data; "
-            f"results are on that validation file{subset}."
-        )
-    if kind == "synthetic":
-        return (
-            "Data: **not GLUE**. The run used the sentiment task hfcompress generates offline (templated "
-            "movie-review sentences in the SST-2 layout), so the results show what compression kept, not how "
-            f"the model does on real text{subset}."
-        )
-    return f"Data: not recorded (the run came from the Python API); results are on the {name} dev data it got{subset}."
+    return task.card_data_sentence(data)
 
 
 def lineage_rows(report: dict, output_dir: Path) -> list[dict]:
@@ -178,10 +137,19 @@ def key_settings(step: dict) -> str:
     return ", ".join(parts) or "defaults"
 
 
+SCORE_LABELS = {"glue": "Dev score (mean of metrics)"}
+HIDDEN_METRICS = ("tokens", "scored_tokens", "windows", "window", "stride", "bytes", "nll_per_token")
+
+
 def result_rows(report: dict) -> list[tuple[str, str, str, str]]:
     src, res, ratios = report["source"], report["result"], report.get("ratios") or {}
+    info = report.get("task_info") or {"kind": "glue"}
+    direction = " (lower is better)" if info.get("lower_is_better") else ""
+    score_label = SCORE_LABELS.get(info["kind"], f"Score: {info.get('score')}{direction}")
     rows = []
     for key, value in (res.get("metrics") or {}).items():
+        if key in HIDDEN_METRICS:
+            continue
         metric, split = metric_split(key)
         suffix = f" ({split.removeprefix('validation_')})" if "_" in split else ""
         rows.append(
@@ -194,7 +162,7 @@ def result_rows(report: dict) -> list[tuple[str, str, str, str]]:
         )
     rows.append(
         (
-            "Dev score (mean of metrics)",
+            score_label,
             _fmt_metric(src.get("score")),
             _fmt_metric(res.get("score")),
             _fmt_ratio(ratios.get("score")),
@@ -242,11 +210,17 @@ def result_rows(report: dict) -> list[tuple[str, str, str, str]]:
         if sparsity.get("intermediate_size"):
             before, after = sparsity["intermediate_size"]
             rows.append(("FFN intermediate size", str(before), str(after), _ratio(before, after)))
+    device = ((report.get("latency_setup") or {}).get("device") or "cpu").upper()
     for batch, ms in (res.get("latency_ms") or {}).items():
         speedup = ratios.get(f"speedup_{batch}")
+        if batch == "decode_per_token":
+            source_ms = (src.get("latency_ms") or {}).get(batch)
+            rows.append((f"{device} decode, tokens per second", f"{1000 / source_ms:.1f}" if source_ms else "–",
+                         f"{1000 / ms:.1f}", f"{speedup:.3f}x" if speedup else ""))  # fmt: skip
+            continue
         rows.append(
             (
-                f"CPU latency, {batch.replace('_', ' ')}",
+                f"{device} latency, {batch.replace('_', ' ')}",
                 _fmt_ms((src.get("latency_ms") or {}).get(batch)),
                 _fmt_ms(ms),
                 f"{speedup:.3f}x {'faster' if speedup >= 1 else '(slower)'}" if speedup else "",
@@ -259,6 +233,11 @@ def latency_note(report: dict) -> str:
     setup = report.get("latency_setup")
     if not setup:
         return "Latency was not measured for this run (`--latency-runs 0`)."
+    if "prefill" in str(setup.get("statistic")):
+        return (
+            f"Latency on {setup.get('device', 'cpu').upper()}, {setup.get('threads')} threads: {setup.get('statistic')}. "
+            "Your hardware will give other numbers; the ratio is what carries over."
+        )
     return (
         f"Latency: forward pass on {setup.get('device', 'cpu').upper()} with dummy inputs of sequence length "
         f"{setup.get('seq_len')}, {setup.get('threads')} threads, {setup.get('statistic')}; batch sizes as in the "
@@ -267,19 +246,22 @@ def latency_note(report: dict) -> str:
 
 
 def snippet_context(report: dict, output_dir: Path, task, config: dict, repo_id, backend: str) -> dict:
+    info = task.card()
     labels = {int(k): v for k, v in (config.get("id2label") or {}).items()}
-    if not labels and task.label_names:
-        labels = dict(enumerate(task.label_names))
-    example = EXAMPLES.get(task.name) or (PAIR_EXAMPLE if len(task.text_columns) == 2 else ("A sentence.",))
+    if not labels and info["labels"]:
+        labels = info["labels"]
+    example = info["example"]
+    template = "text_generation" if info["pipeline_tag"] == "text-generation" and backend == "transformers" else None
     return {
         "model": repo_id or str(output_dir.resolve()),
         "from_hub": bool(repo_id),
         "texts": ", ".join(f"[{json.dumps(text)}]" for text in example),  # one list per text column
         "labels": labels,
-        "regression": task.is_regression,
+        "regression": info["regression"],
+        "prompt": example[0],
         "onnx_file": onnx_file(report, output_dir),
         "max_length": to_int(options_of(argv_of(report)).get("max_seq_length")) or 128,
-        "template": f"snippet_{backend if backend in BACKENDS else 'transformers'}.py.j2",
+        "template": f"snippet_{template or (backend if backend in BACKENDS else 'transformers')}.py.j2",
     }
 
 
@@ -349,10 +331,7 @@ def limitations(report: dict, task, data: dict, backend: str) -> list[str]:
         )
     if data.get("eval_rows"):
         items.append(f"Dev metrics come from {data['eval_rows']} random dev rows, so they are noisy estimates.")
-    items.append(
-        f"Trained for one English task ({GLUE_NAMES[task.name]}); inputs are truncated to the tokenizer "
-        "length used in training, and other domains or languages are untested."
-    )
+    items.append(task.card()["task_line"])
     return items
 
 

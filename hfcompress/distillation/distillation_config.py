@@ -48,6 +48,16 @@ class DistillationArguments(FinetuneArguments):
     cosine_weight: float = field(
         default=0.0, metadata={"help": "Weight of the cosine loss between mapped hidden states."}
     )
+    divergence: str = field(
+        default="forward_kl",
+        metadata={
+            "help": "Soft-target loss: forward_kl (KL(teacher||student), Hinton), reverse_kl (KL(student||teacher)) "
+            "or jsd (generalized Jensen-Shannon with --jsd-beta). Causal LMs compare every real token."
+        },
+    )
+    jsd_beta: float = field(
+        default=0.5, metadata={"help": "jsd: weight of the teacher in the mixture, strictly between 0 and 1."}
+    )
     layer_map: str | None = field(
         default=None,
         metadata={
@@ -73,3 +83,9 @@ class DistillationArguments(FinetuneArguments):
         if not any(weights.values()):
             raise UsageError("At least one loss weight must be greater than 0; all of them are 0.")
         parse_layer_map(self.layer_map)
+        from .losses import DIVERGENCES
+
+        if self.divergence not in DIVERGENCES:
+            raise UsageError(f"--divergence must be one of {', '.join(DIVERGENCES)}, not {self.divergence!r}.")
+        if not 0.0 < self.jsd_beta < 1.0:
+            raise UsageError(f"--jsd-beta must be strictly between 0 and 1, got {self.jsd_beta}.")

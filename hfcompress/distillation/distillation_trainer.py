@@ -36,7 +36,9 @@ class DistillationTrainer(Trainer):
     Trainer's accelerator, and is not a submodule of the student, so it never enters a checkpoint.
     """
 
-    # compute_loss returns per-batch means, so the Trainer divides them by the accumulation steps.
+    # Classifiers: compute_loss returns per-batch means, so the Trainer divides them by the accumulation steps.
+    # Causal LMs: token losses are sums over real tokens divided by `num_items_in_batch` (the real tokens of the
+    # whole accumulated batch), so they are already scaled; compute_loss sets this per call.
     loss_is_scaled_for_ga = False
 
     def __init__(
@@ -50,6 +52,7 @@ class DistillationTrainer(Trainer):
         if not isinstance(args, DistillationArguments):
             raise UsageError("DistillationTrainer needs DistillationArguments, not plain TrainingArguments.")
         check_compatible(teacher, model)
+        self.token_level = is_causal_lm(model)
         super().__init__(model=model, args=args, **kwargs)
         if args.attention_weight > 0:
             for m in (self.model, teacher):
@@ -114,7 +117,11 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             teacher_out = self.teacher(**self._select(model_inputs, self._teacher_keys), **extra)
 
-        parts = self.distillation_losses(student_out, teacher_out, labels, inputs.get("attention_mask"))
+        if self.token_level:
+            parts = self.token_losses(student_out, teacher_out, labels, inputs.get("attention_mask"),
+                                      num_items_in_batch)  # fmt: skip
+        else:
+            parts = self.distillation_losses(student_out, teacher_out, labels, inputs.get("attention_mask"))
         weights = {
             "distill": args.distill_weight,
             "hard": args.hard_label_weight,
@@ -137,8 +144,12 @@ class DistillationTrainer(Trainer):
         if args.distill_weight > 0:
             if s_logits.shape[-1] == 1:
                 parts["distill"] = losses.soft_target_mse(s_logits, t_logits)
-            else:
+            elif args.divergence == "forward_kl":
                 parts["distill"] = losses.soft_target_kl(s_logits, t_logits, args.temperature)
+            else:
+                parts["distill"] = losses.token_divergence(
+                    s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta
+                ).mean()
         if args.hard_label_weight > 0 and labels is not None:
             parts["hard"] = losses.hard_label_loss(s_logits, labels)
         pairs = sorted(self.layer_map.items())
@@ -165,6 +176,61 @@ class DistillationTrainer(Trainer):
             ).mean()
         return parts
 
+    def token_losses(self, student_out, teacher_out, labels, attention_mask, num_items_in_batch):
+        """Causal LM losses over the real tokens: position t predicts token t + 1 where labels[t + 1] != -100.
+
+        Each loss is a sum over those tokens divided by `num_items_in_batch` (the Trainer's count over the whole
+        accumulated batch, and across processes), so accumulation 2 x 4 gives the gradients of one batch of 8.
+        """
+        if labels is None:
+            raise UsageError("Token-level distillation needs `labels` in each batch (the input ids, -100 at padding).")
+        args = self.args
+        mask = labels[:, 1:] != -100
+        if num_items_in_batch is not None:
+            denominator = num_items_in_batch
+            self.loss_is_scaled_for_ga = True
+            if args.average_tokens_across_devices and args.world_size > 1:
+                denominator = denominator / args.world_size  # DDP averages the ranks' gradients
+        else:  # evaluation, or a model that takes no loss kwargs
+            denominator = mask.sum().clamp(min=1)
+            self.loss_is_scaled_for_ga = False
+
+        def reduce(per_token: torch.Tensor) -> torch.Tensor:
+            return per_token.sum() / denominator
+
+        s_logits = student_out.logits[:, :-1][mask]
+        parts = {}
+        if args.distill_weight > 0:
+            t_logits = teacher_out.logits[:, :-1][mask].to(s_logits.device)
+            parts["distill"] = reduce(
+                losses.token_divergence(s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta)
+            )
+            del t_logits
+        if args.hard_label_weight > 0:
+            parts["hard"] = reduce(losses.next_token_cross_entropy(s_logits, labels[:, 1:][mask]))
+        pairs = sorted(self.layer_map.items())
+        if args.hidden_weight > 0 or args.cosine_weight > 0:
+            s_states = [student_out.hidden_states[s + 1][:, :-1][mask] for s, _ in pairs]
+            t_states = [teacher_out.hidden_states[t + 1][:, :-1][mask] for _, t in pairs]
+            if self.hidden_projection is not None:
+                s_states = [self.hidden_projection(h) for h in s_states]
+            if args.hidden_weight > 0:
+                parts["hidden"] = torch.stack(
+                    [reduce(losses.hidden_mse_per_token(s, t)) for s, t in zip(s_states, t_states)]
+                ).mean()
+            if args.cosine_weight > 0:
+                parts["cosine"] = torch.stack(
+                    [reduce(losses.hidden_cosine_per_token(s, t)) for s, t in zip(s_states, t_states)]
+                ).mean()
+        if args.attention_weight > 0:
+            parts["attention"] = torch.stack(
+                [
+                    losses.attention_mse(student_out.attentions[s], teacher_out.attentions[t], attention_mask)
+                    for s, t in pairs
+                ]
+            ).mean()
+        return parts
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_count:
             for name, total in self._loss_sums.items():
@@ -174,14 +240,34 @@ class DistillationTrainer(Trainer):
         super().log(logs, start_time)
 
 
+def is_causal_lm(model) -> bool:
+    """A model with a language-modelling head over the vocabulary (distilled token by token)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = type(model).__name__
+    return name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) or name.endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def _vocab_size(config) -> int | None:
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text_config, "vocab_size", None)
+
+
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
     """Refuse, before training, a student that cannot learn from this teacher's outputs."""
     t_cfg, s_cfg = teacher.config, student.config
-    if getattr(t_cfg, "vocab_size", None) != getattr(s_cfg, "vocab_size", None):
+    if is_causal_lm(teacher) != is_causal_lm(student):
         raise UsageError(
-            f"Teacher and student vocabularies differ ({t_cfg.vocab_size} vs {s_cfg.vocab_size} tokens); "
+            f"Teacher ({type(teacher).__name__}) and student ({type(student).__name__}) must both be causal "
+            "language models or both be classifiers."
+        )
+    if _vocab_size(t_cfg) != _vocab_size(s_cfg):
+        raise UsageError(
+            f"Teacher and student vocabularies differ ({_vocab_size(t_cfg)} vs {_vocab_size(s_cfg)} tokens); "
             "they must share a tokenizer."
         )
+    if is_causal_lm(student):
+        return
     if t_cfg.num_labels != s_cfg.num_labels:
         raise UsageError(
             f"Teacher has {t_cfg.num_labels} labels but the student has {s_cfg.num_labels}; they must match."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -72,3 +74,68 @@ def attention_mse(
         teacher_attention = teacher_attention.mean(dim=1, keepdim=True)
     per_query = (student_attention - teacher_attention).pow(2).mean(dim=(1, 3))
     return _masked_mean(per_query, attention_mask)
+
+
+# -- token-level losses of causal LMs -------------------------------------------------------------------------
+# Each takes (tokens, vocab) logits of the real tokens only and returns one value per token; the trainer sums
+# them and divides by the number of real tokens in the whole accumulated batch (`num_items_in_batch`).
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+
+
+def forward_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) per token, on temperature-softened distributions, times T^2 (mode-covering)."""
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return (t.exp() * (t - s)).sum(dim=-1) * temperature**2
+
+
+def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(student || teacher) per token, times T^2 (mode-seeking; MiniLLM's objective)."""
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return (s.exp() * (s - t)).sum(dim=-1) * temperature**2
+
+
+def generalized_jsd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, beta: float = 0.5
+) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence per token (Agarwal et al., 2024, GKD), times T^2.
+
+    With the mixture M = beta * P_teacher + (1 - beta) * P_student, it is
+    beta * KL(P_teacher || M) + (1 - beta) * KL(P_student || M); beta = 0.5 is the symmetric JSD.
+    """
+    if not 0.0 < beta < 1.0:
+        raise ValueError(f"beta must be strictly between 0 and 1, got {beta}.")
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    m = torch.logsumexp(torch.stack([t + math.log(beta), s + math.log(1 - beta)]), dim=0)
+    kl_teacher = (t.exp() * (t - m)).sum(dim=-1)
+    kl_student = (s.exp() * (s - m)).sum(dim=-1)
+    return (beta * kl_teacher + (1 - beta) * kl_student) * temperature**2
+
+
+def token_divergence(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str, temperature: float, beta: float = 0.5
+) -> torch.Tensor:
+    if kind == "forward_kl":
+        return forward_kl(student_logits, teacher_logits, temperature)
+    if kind == "reverse_kl":
+        return reverse_kl(student_logits, teacher_logits, temperature)
+    if kind == "jsd":
+        return generalized_jsd(student_logits, teacher_logits, temperature, beta)
+    raise ValueError(f"Unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}.")
+
+
+def next_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each real token's next-token prediction: (tokens, vocab) logits, (tokens,) ids."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def hidden_mse_per_token(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    """(tokens, dim) hidden states -> (tokens,) mean squared error."""
+    return (student_hidden.float() - teacher_hidden.float()).pow(2).mean(dim=-1)
+
+
+def hidden_cosine_per_token(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    return 1.0 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)

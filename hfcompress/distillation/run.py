@@ -6,32 +6,32 @@ import copy
 from pathlib import Path
 
 import torch
-from transformers import DataCollatorWithPadding
 
 from ..architecture import num_layers
 from ..arguments import DataArguments, ModelArguments, StudentArguments
-from ..data import get_task
-from ..evaluation import tokenize_splits
 from ..finetune import finetune_model, finetune_report
-from ..models import load_sequence_classifier
+from ..models import load_for_task
 from ..pipeline import (
+    as_task,
     check_output_dir,
-    data_source,
     finish_run,
     latency_info,
+    latency_runs_of,
     measure,
     prepare_pair,
     save_artifact,
-    set_label_names,
     trainer_args_without_push,
 )
 from ..report import build_report, upstream, write_report
+from ..tasks import Task
 from .distillation_config import DistillationArguments
 from .distillation_trainer import DistillationTrainer, check_compatible
 from .student import build_student_from_teacher, parse_student_layers
 
 LOSS_SETTINGS = (
     "temperature",
+    "divergence",
+    "jsd_beta",
     "distill_weight",
     "hard_label_weight",
     "hidden_weight",
@@ -48,23 +48,27 @@ LOSS_SETTINGS = (
 def run_distill(
     model_args: ModelArguments,
     student_args: StudentArguments,
-    data_args: DataArguments,
+    data_args: DataArguments | Task,
     args: DistillationArguments,
     command: str = "",
 ):
-    """Distil `model_args.model` (the teacher) into a student; write the student and compression.json."""
-    task = get_task(data_args.task)
+    """Distil `model_args.model` (the teacher) into a student; write the student and compression.json.
+
+    `data_args` is the CLI's DataArguments or a task object; a causal-LM task distils token by token.
+    """
+    task = as_task(data_args)
+    runs = latency_runs_of(data_args)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     # Every check that can fail runs before any training.
     trainer_args = trainer_args_without_push(args)
     teacher_name, student_name, splits, tokenizer = prepare_pair(
-        model_args.model, student_args.student, data_args, model_args.trust_remote_code
+        model_args.model, student_args.student, task, model_args
     )
-    teacher, fresh_head = load_sequence_classifier(teacher_name, task.num_labels, model_args.trust_remote_code)
+    teacher, fresh_head = load_for_task(teacher_name, task, model_args)
     student, layers = None, None
     if student_name:
-        student, _ = load_sequence_classifier(student_name, task.num_labels, model_args.trust_remote_code)
-        set_label_names(student, task)
+        student, _ = load_for_task(student_name, task, model_args)
+        task.configure_model(student)
         check_compatible(teacher, student)
     else:
         teacher_layers = num_layers(teacher.config)
@@ -79,14 +83,15 @@ def run_distill(
         teacher_args = _teacher_args(args, teacher_dir)
         torch.manual_seed(args.seed)
         teacher = finetune_model(teacher, tokenizer, splits, task, teacher_args, model_args.max_seq_length)
-    set_label_names(teacher, task)
+    task.configure_model(teacher)
 
     layer_map = None
     if student is None:  # built after fine-tuning, so it starts from the fine-tuned teacher's layers
         student = build_student_from_teacher(teacher, layers)
         layer_map = dict(enumerate(layers))
 
-    train = tokenize_splits(splits["train"], tokenizer, task, model_args.max_seq_length)
+    train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
+    held_out = task.eval_dataset(splits, tokenizer, model_args.max_seq_length) if args.eval_strategy != "no" else None
 
     trainer = DistillationTrainer(
         model=student,
@@ -94,40 +99,23 @@ def run_distill(
         args=trainer_args,
         layer_map=layer_map,
         train_dataset=train,
+        eval_dataset=held_out,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=task.collator(tokenizer),
     )
     trainer.train()
     student = trainer.model
     save_artifact(student, tokenizer, output_dir, args)
 
-    source = measure(
-        teacher,
-        tokenizer,
-        task,
-        splits,
-        "teacher",
-        str(teacher_dir or teacher_name),
-        teacher_dir,
-        data_args.latency_runs,
-        model_args.max_seq_length,
-    )
-    result = measure(
-        student,
-        tokenizer,
-        task,
-        splits,
-        "student",
-        str(output_dir),
-        output_dir,
-        data_args.latency_runs,
-        model_args.max_seq_length,
-    )
+    source = measure(teacher, tokenizer, task, splits, "teacher", str(teacher_dir or teacher_name), teacher_dir,
+                     runs, model_args.max_seq_length)  # fmt: skip
+    result = measure(student, tokenizer, task, splits, "student", str(output_dir), output_dir, runs,
+                     model_args.max_seq_length)  # fmt: skip
     if teacher_dir:  # the teacher fine-tuned here is an artifact too: its own compression.json and card
         from ..cards import write_model_card
 
         fine_tuned = {**source, "label": "fine-tuned"}
-        teacher_report = finetune_report(task, command, teacher_name, fine_tuned, args, data_args)
+        teacher_report = finetune_report(task, command, teacher_name, fine_tuned, args, runs)
         write_report(teacher_report, teacher_dir)
         write_model_card(teacher_dir, source_dir=teacher_name if Path(teacher_name).is_dir() else None)
         steps.append({**teacher_report["steps"][-1], "output": str(teacher_dir)})
@@ -143,8 +131,8 @@ def run_distill(
             "size_bytes": result["size_bytes"],
         }
     )
-    report = build_report(task.name, command, source, result, steps, latency_info(data_args.latency_runs), origin)
-    report["data"] = data_source(data_args)
+    report = build_report(task, command, source, result, steps, latency_info(runs, task), origin)
+    report["data"] = task.data_source()
     finish_run(report, output_dir, args, "Distillation", source_dir=teacher_dir or teacher_name)
     return report
 

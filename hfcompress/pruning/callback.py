@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
+from ..architecture import oriented_weight
 from ..errors import UsageError
 from .ffn import apply_neuron_masks, check_ffn_target, find_feed_forwards, intermediate_size, neuron_masks
 from .heads import apply_group_masks, check_head_pruning, find_attentions, group_masks
@@ -70,7 +71,8 @@ class GradualMagnitudePruningCallback(TrainerCallback):
                 check_two_four(self._weights())
 
     def _weights(self) -> dict[str, torch.Tensor]:
-        return {name: module.weight for name, module in self.modules.items()}
+        # (out, in) views, so 2:4 groups run along the inputs for Linear and GPT-2's Conv1D alike.
+        return {name: oriented_weight(module) for name, module in self.modules.items()}
 
     # -- masks -------------------------------------------------------------------------------------
     def target_sparsity(self, step: int) -> float:
@@ -107,7 +109,7 @@ class GradualMagnitudePruningCallback(TrainerCallback):
                 apply_group_masks(self.attentions, self.unit_masks, *self.head_shape)
             return
         for name, keep in self.masks.items():
-            weight = self.modules[name].weight
+            weight = oriented_weight(self.modules[name])
             weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
 
     # -- Trainer events ----------------------------------------------------------------------------
@@ -150,12 +152,12 @@ class GradualMagnitudePruningCallback(TrainerCallback):
             if self.config.structure == "heads":
                 masks = [a.k.weight.ne(0).reshape(self.width, -1).any(dim=1) for a in self.attentions]
             else:
-                masks = [ffn.up[0].weight.ne(0).any(dim=1) for ffn in self.ffns]
+                masks = [oriented_weight(ffn.up[0]).ne(0).any(dim=1) for ffn in self.ffns]
             pruned = self.width - int(masks[0].sum())
             self.unit_masks = masks if pruned else []
             self.current_sparsity = pruned / self.width
         else:
-            self.masks = {name: module.weight.ne(0) for name, module in self.modules.items()}
+            self.masks = {name: oriented_weight(module).ne(0) for name, module in self.modules.items()}
             self.current_sparsity = sparsity_of(self.masks)
 
     def _restore(self, folder: Path, step: int) -> None:
@@ -166,7 +168,7 @@ class GradualMagnitudePruningCallback(TrainerCallback):
         if (folder / MASKS_FILE).is_file():
             tensors = load_file(folder / MASKS_FILE)
             self.masks = {
-                k.removeprefix("mask."): v.to(self.modules[k.removeprefix("mask.")].weight.device)
+                k.removeprefix("mask."): v.to(oriented_weight(self.modules[k.removeprefix("mask.")]).device)
                 for k, v in tensors.items()
                 if k.startswith("mask.")
             }

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..architecture import find_layer_list
+from ..architecture import find_layer_list, in_out, is_projection, oriented_weight
 from ..errors import UsageError
 
 # Config keys that hold the FFN width, by family: BERT/RoBERTa/ELECTRA/Llama, DistilBERT, GPT-2.
@@ -17,10 +17,13 @@ _SIZE_KEYS = ("intermediate_size", "hidden_dim", "n_inner", "ffn_dim")
 
 @dataclass
 class FeedForward:
-    """One block's FFN: projections into the intermediate width (`up`, with `gate` for GLU) and out of it."""
+    """One block's FFN: projections into the intermediate width (`up`, with `gate` for GLU) and out of it.
 
-    up: list[nn.Linear]
-    down: nn.Linear
+    Projections are nn.Linear or GPT-2's Conv1D; weights are read and written through (out, in) views.
+    """
+
+    up: list[nn.Module]
+    down: nn.Module
 
 
 def intermediate_size(config) -> tuple[str, int]:
@@ -37,13 +40,13 @@ def find_feed_forwards(model: nn.Module) -> list[FeedForward]:
     _, _, blocks = find_layer_list(model)
     found = []
     for block in blocks:
-        linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
-        up = [m for m in linears if m.out_features == width and m.in_features != width]
-        down = [m for m in linears if m.in_features == width and m.out_features != width]
+        linears = [m for m in block.modules() if is_projection(m)]
+        up = [m for m in linears if in_out(m)[1] == width and in_out(m)[0] != width]
+        down = [m for m in linears if in_out(m)[0] == width and in_out(m)[1] != width]
         if not up or len(down) != 1:
             raise UsageError(
                 f"Could not find the feed-forward layers (width {width}) of a '{model.config.model_type}' block; "
-                "FFN pruning needs nn.Linear projections into and out of the intermediate size."
+                "FFN pruning needs Linear (or Conv1D) projections into and out of the intermediate size."
             )
         found.append(FeedForward(up=up, down=down[0]))
     return found
@@ -64,9 +67,9 @@ def check_ffn_target(model: nn.Module, sparsity: float, ffn_size: int | None) ->
 
 def neuron_scores(ffn: FeedForward) -> torch.Tensor:
     """Magnitude importance of each neuron: L2 norms of its rows in the up projections and its down column."""
-    score = ffn.down.weight.detach().float().norm(dim=0)
+    score = oriented_weight(ffn.down).detach().float().norm(dim=0)
     for up in ffn.up:
-        score = score + up.weight.detach().float().norm(dim=1)
+        score = score + oriented_weight(up).detach().float().norm(dim=1)
     return score
 
 
@@ -86,19 +89,26 @@ def neuron_masks(ffns: list[FeedForward], removed: int) -> list[torch.Tensor]:
 def apply_neuron_masks(ffns: list[FeedForward], masks: list[torch.Tensor]) -> None:
     for ffn, keep in zip(ffns, masks):
         for up in ffn.up:
-            up.weight[~keep] = 0
+            oriented_weight(up)[~keep] = 0
             if up.bias is not None:
                 up.bias[~keep] = 0
-        ffn.down.weight[:, ~keep] = 0
+        oriented_weight(ffn.down)[:, ~keep] = 0
 
 
-def _sliced(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
-    weight = linear.weight.detach()
+def _sliced(linear: nn.Module, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Module:
+    """A smaller copy of a Linear or Conv1D keeping output `rows` and input `cols` (of its (out, in) weight)."""
+    from transformers.pytorch_utils import Conv1D
+
+    weight = oriented_weight(linear).detach()
     weight = weight[rows] if rows is not None else weight
     weight = weight[:, cols] if cols is not None else weight
-    new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
-    new = new.to(device=weight.device, dtype=weight.dtype)
-    new.weight.data.copy_(weight)
+    if isinstance(linear, Conv1D):
+        new = Conv1D(weight.shape[0], weight.shape[1]).to(device=weight.device, dtype=weight.dtype)
+        new.weight.data.copy_(weight.t())
+    else:
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
+        new = new.to(device=weight.device, dtype=weight.dtype)
+        new.weight.data.copy_(weight)
     if linear.bias is not None:
         new.bias.data.copy_(linear.bias.detach()[rows] if rows is not None else linear.bias.detach())
     return new

@@ -7,26 +7,29 @@ import re
 import torch
 from torch import nn
 
-from ..architecture import find_layer_list
+from ..architecture import find_layer_list, is_projection
 from ..errors import UsageError
 
 
 def prunable_modules(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Module]:
     """Modules whose `weight` is pruned, by name.
 
-    Default: every nn.Linear inside the transformer blocks, so embeddings, LayerNorm, biases and the
-    classifier are left alone. `pattern` (a regex searched in module names) selects Linear or Embedding
+    Default: every nn.Linear (or GPT-2 Conv1D) inside the transformer blocks, so embeddings, norms, biases,
+    the classifier and a language model's lm_head are left alone. `pattern` (a regex searched in module names) selects Linear or Embedding
     modules anywhere instead.
     """
     if pattern is None:
         parent, attr, _ = find_layer_list(model)
         prefix = next(name for name, module in model.named_modules() if module is parent)
         stack = f"{prefix}.{attr}." if prefix else f"{attr}."
-        chosen = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(stack)}
+        chosen = {n: m for n, m in model.named_modules() if is_projection(m) and n.startswith(stack)}
     else:
         regex = re.compile(pattern)
-        kinds = (nn.Linear, nn.Embedding)
-        chosen = {n: m for n, m in model.named_modules() if isinstance(m, kinds) and regex.search(n)}
+        chosen = {
+            n: m
+            for n, m in model.named_modules()
+            if (is_projection(m) or isinstance(m, nn.Embedding)) and regex.search(n)
+        }
     if not chosen:
         raise UsageError(
             f"No prunable Linear layers match {pattern!r} in this model."

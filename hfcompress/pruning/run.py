@@ -9,23 +9,22 @@ from pathlib import Path
 import torch
 
 from ..arguments import DataArguments, ModelArguments
-from ..data import get_task
 from ..distillation import DistillationArguments, DistillationTrainer
 from ..errors import UsageError
-from ..evaluation import tokenize_splits
-from ..models import load_sequence_classifier
+from ..models import load_for_task
 from ..pipeline import (
+    as_task,
     check_output_dir,
-    data_source,
     finish_run,
     latency_info,
+    latency_runs_of,
     measure,
     prepare_pair,
     save_artifact,
-    set_label_names,
     trainer_args_without_push,
 )
 from ..report import build_report, upstream
+from ..tasks import Task
 from .callback import GradualMagnitudePruningCallback
 from .pruning_config import PruningConfig
 from .report import DENSE_NOTE, compressed_size, make_permanent, sparsity_report
@@ -51,39 +50,41 @@ def planned_steps(args, n_train: int) -> int:
 
 def run_prune(
     model_args: ModelArguments,
-    data_args: DataArguments,
+    data_args: DataArguments | Task,
     pruning: PruningConfig,
     teacher_args: TeacherArguments,
     args: DistillationArguments,
     command: str = "",
 ):
-    task = get_task(data_args.task)
+    """Prune `model_args.model` gradually while training on the task (with or without a teacher)."""
+    task = as_task(data_args)
+    runs = latency_runs_of(data_args)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     trainer_args = trainer_args_without_push(args)
     model_name, teacher_name, splits, tokenizer = prepare_pair(
-        model_args.model, teacher_args.teacher, data_args, model_args.trust_remote_code
+        model_args.model, teacher_args.teacher, task, model_args
     )
     torch.manual_seed(args.seed)
-    model, _ = load_sequence_classifier(model_name, task.num_labels, model_args.trust_remote_code)
-    set_label_names(model, task)
+    model, _ = load_for_task(model_name, task, model_args)
+    task.configure_model(model)
     teacher = None
     if teacher_name:
-        teacher, fresh = load_sequence_classifier(teacher_name, task.num_labels, model_args.trust_remote_code)
+        teacher, fresh = load_for_task(teacher_name, task, model_args)
         if fresh:
             raise UsageError(
                 f"Teacher '{teacher_name}' is not fine-tuned for {task.name}; run hfcompress finetune first."
             )
-    train = tokenize_splits(splits["train"], tokenizer, task, model_args.max_seq_length)
+    train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
     callback = GradualMagnitudePruningCallback(pruning)
     callback.setup(model, planned_steps(args, len(train)))  # every config check, before any training
 
     source_dir = model_name if Path(model_name).is_dir() else None
-    source = measure(model, tokenizer, task, splits, "original", model_name, source_dir,
-                     data_args.latency_runs, model_args.max_seq_length)  # fmt: skip
-    from transformers import DataCollatorWithPadding, Trainer
+    source = measure(model, tokenizer, task, splits, "original", model_name, source_dir, runs,
+                     model_args.max_seq_length)  # fmt: skip
+    from transformers import Trainer
 
     common = dict(args=trainer_args, train_dataset=train, processing_class=tokenizer, callbacks=[callback],
-                  data_collator=DataCollatorWithPadding(tokenizer))  # fmt: skip
+                  data_collator=task.collator(tokenizer))  # fmt: skip
     if teacher is not None:
         trainer = DistillationTrainer(model=model, teacher=teacher, **common)
     else:
@@ -93,8 +94,8 @@ def run_prune(
     changes = make_permanent(callback, model)
     save_artifact(model, tokenizer, output_dir, args)
 
-    result = measure(model, tokenizer, task, splits, "pruned", str(output_dir), output_dir,
-                     data_args.latency_runs, model_args.max_seq_length)  # fmt: skip
+    result = measure(model, tokenizer, task, splits, "pruned", str(output_dir), output_dir, runs,
+                     model_args.max_seq_length)  # fmt: skip
     names = list(getattr(callback, "modules", {}) or {})
     result["sparsity"] = {
         "structure": pruning.structure,
@@ -117,9 +118,9 @@ def run_prune(
     step = {"method": "pruning", "model": model_name, "settings": settings, "parameters": result["parameters"],
             "size_bytes": result["size_bytes"], "sparsity": result["sparsity"]["global"]}  # fmt: skip
     lineage, origin = upstream(model_name)  # a second pruning stage continues the first one's lineage
-    report = build_report(task.name, command, source, result, [*lineage, step],
-                          latency_info(data_args.latency_runs), origin)  # fmt: skip
-    report["data"] = data_source(data_args)
+    report = build_report(task, command, source, result, [*lineage, step], latency_info(runs, task),
+                          origin)  # fmt: skip
+    report["data"] = task.data_source()
     title = "Pruning" + (" with distillation" if teacher_name else "")
     finish_run(report, output_dir, args, title, source_dir=source_dir)
     return report

@@ -58,17 +58,19 @@ def device() -> str:
 def plan_modules(model_name: str, config: BnbConfig, trust_remote_code: bool = False) -> dict[str, list[str]]:
     """Which Linear layers get quantized and which stay in full precision, read from an empty (meta) model.
 
-    The classification head and pooler always stay in full precision; so do the caller's `skip_modules` and,
+    The classification head and pooler (a causal LM's lm_head) always stay in full precision; so do the caller's `skip_modules` and,
     for 4-bit on CPU, layers whose shape the CPU kernel cannot pack.
     """
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
     from transformers.pytorch_utils import Conv1D
+
+    from ..models import auto_class_for
 
     model_config = AutoConfig.from_pretrained(model_name, trust_remote_code=trust_remote_code)
     with init_empty_weights(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = AutoModelForSequenceClassification.from_config(model_config, trust_remote_code=trust_remote_code)
+        model = auto_class_for(model_config).from_config(model_config, trust_remote_code=trust_remote_code)
     prefix = model.base_model_prefix + "."
     linear = {n: m for n, m in model.named_modules() if type(m) is torch.nn.Linear or isinstance(m, Conv1D)}
     head = [n for n in linear if not n.startswith(prefix) or ".pooler." in f".{n}."]
@@ -134,12 +136,15 @@ def quiet_warnings():
 
 def load_bnb(directory: str | Path, quantization_config=None, trust_remote_code: bool = False):
     """A bitsandbytes model: quantized at load from fp32 weights, or reloaded from a saved quantized folder."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig
+
+    from ..models import auto_class_for
 
     require_bitsandbytes()
     kwargs = {"quantization_config": quantization_config} if quantization_config is not None else {}
+    auto_class = auto_class_for(AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code))
     with quiet_warnings():
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model = auto_class.from_pretrained(
             directory, device_map={"": device()}, dtype=torch.float32, trust_remote_code=trust_remote_code, **kwargs
         )
     return model.eval()
@@ -202,7 +207,9 @@ def quantize_bnb(
     trust_remote_code: bool = False,
 ) -> dict:
     """Quantize at load, save, reload and check the reloaded copy gives the same logits; returns what was done."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig
+
+    from ..models import auto_class_for
 
     require_bitsandbytes()
     name = name or str(model_dir)
@@ -214,9 +221,9 @@ def quantize_bnb(
     tokenizer.save_pretrained(output_dir)
     reloaded = load_bnb(output_dir, trust_remote_code=trust_remote_code)
 
-    reference_model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code
-    ).eval()
+    auto_class = auto_class_for(AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code))
+    reference_model = auto_class.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    reference_model.eval()
     names = input_names(reference_model, tokenizer)
     # 16 rows are plenty for a round-trip check, and int8 matmuls are slow on CPU.
     batches = tokenize_batches(tokenizer, list(check_texts or DEFAULT_CHECK_TEXTS)[:CHECK_ROWS], names, max_length)

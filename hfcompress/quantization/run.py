@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..arguments import DataArguments, ModelArguments
-from ..data import GlueTask, get_task
 from ..errors import UsageError
-from ..evaluation import evaluate_model, evaluate_on_glue, glue_score
 from ..measure import describe_model, torch_latency_ms, weights_size_bytes
-from ..models import check_model_available, load_config, load_sequence_classifier, load_tokenizer
-from ..pipeline import check_output_dir, latency_info, load_data
+from ..models import auto_class_for, check_model_available, load_config, load_tokenizer
+from ..pipeline import as_task, check_output_dir, latency_info, latency_runs_of, load_data
 from ..report import build_report, print_summary, summary_rows, upstream, write_report
+from ..tasks import Task
+from ..tasks.causal_lm import lm_latency_ms
+from ..tasks.classification import is_causal_lm_config
 from .configs import BnbConfig, OnnxConfig, OnnxStaticInt8Config, config_for_method
 from .quantize import quantize, require_backend
 
@@ -109,20 +110,39 @@ class QuantizeDataArguments(DataArguments):
 
     task: str | None = field(
         default=None,
-        metadata={"help": "GLUE task to calibrate on (static int8) and to evaluate before and after (optional)."},
+        metadata={
+            "help": "Task to calibrate on (static int8) and to evaluate before and after (optional): a GLUE task, "
+            "classification or causal-lm."
+        },
     )
 
     def __post_init__(self):
         if self.task is not None:
             super().__post_init__()
             return
-        if self.data_dir or self.train_file or self.validation_file:
-            raise UsageError("Data was given without --task; pass --task to say which GLUE task it holds.")
+        if self.data_dir or self.train_file or self.validation_file or self.dataset:
+            raise UsageError("Data was given without --task; pass --task to say which task it holds.")
+        self.task_obj = None
         if self.latency_runs < 0:
             raise UsageError(f"--latency-runs must be 0 or more, got {self.latency_runs}.")
 
 
-def check_classifier(model_name: str, task: GlueTask | None, trust_remote_code: bool = False) -> None:
+def check_model(model_name: str, task: Task | None, quantization, trust_remote_code: bool = False) -> None:
+    """Refuse, before loading weights, a model the method or the task cannot take (one sentence each)."""
+    config = load_config(model_name, trust_remote_code=trust_remote_code)
+    if task is not None:
+        task.check_config(config, model_name)
+    if is_causal_lm_config(config):
+        if isinstance(quantization, OnnxConfig):
+            raise UsageError(
+                f"'{model_name}' is a causal language model; the ONNX methods export classifiers only for now, so "
+                "use --method bnb-int8 or bnb-nf4 for it."
+            )
+        return
+    check_classifier(model_name, task, trust_remote_code)
+
+
+def check_classifier(model_name: str, task: Task | None, trust_remote_code: bool = False) -> None:
     """Refuse, before loading weights, a model whose config says it has no trained classification head."""
     config = load_config(model_name, trust_remote_code=trust_remote_code)
     architectures = getattr(config, "architectures", None) or []
@@ -132,15 +152,11 @@ def check_classifier(model_name: str, task: GlueTask | None, trust_remote_code: 
             f"'{model_name}' has no trained classification head to quantize; fine-tune it first with: "
             f"hfcompress finetune {model_name}{task_flag} --output-dir DIR."
         )
-    if task is not None and config.num_labels != task.num_labels:
+    num_labels = getattr(task, "num_labels", None)
+    if num_labels is not None and config.num_labels != num_labels:
         raise UsageError(
-            f"'{model_name}' has a {config.num_labels}-label head but {task.name} needs {task.num_labels} labels."
+            f"'{model_name}' has a {config.num_labels}-label head but {task.name} needs {num_labels} labels."
         )
-
-
-def _rows(dataset, task: GlueTask, limit: int) -> list[tuple[str, ...]]:
-    dataset = dataset.select(range(min(limit, len(dataset))))
-    return list(zip(*[dataset[column] for column in task.text_columns]))
 
 
 def run_quantize(
@@ -150,7 +166,8 @@ def run_quantize(
     command: str = "",
 ) -> dict:
     config = quant_args.config
-    task = get_task(data_args.task) if data_args.task else None
+    task = as_task(data_args) if getattr(data_args, "task", None) else None
+    latency_runs = latency_runs_of(data_args)
     output_dir = check_output_dir(quant_args.output_dir, quant_args.overwrite_output_dir)
     require_backend(config)
     if isinstance(config, OnnxStaticInt8Config) and task is None:
@@ -161,12 +178,17 @@ def run_quantize(
     model_name = check_model_available(model_args.model)
     if Path(model_name).is_dir() and Path(model_name).resolve() == output_dir.resolve():
         raise UsageError("--output-dir must be a new folder, not the folder of the model being quantized.")
-    check_classifier(model_name, task, model_args.trust_remote_code)
+    check_model(model_name, task, config, model_args.trust_remote_code)
     if isinstance(config, BnbConfig):
         from .bnb import check_quantizable
 
         check_quantizable(model_name, config, model_args.trust_remote_code)
-    splits = load_data(data_args, need_train=False) if task else None
+    tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
+    splits = None
+    if task:
+        splits = task.prepare(
+            load_data(task, need_train=False), tokenizer, load_config(model_name, model_args.trust_remote_code)
+        )
     calibration = check = None
     if isinstance(config, OnnxStaticInt8Config):
         if "train" not in splits:
@@ -174,27 +196,25 @@ def run_quantize(
                 f"onnx-int8-static calibrates on {task.name}'s train split, which this data lacks; pass --train-file "
                 "or a --data-dir with one."
             )
-        calibration = _rows(splits["train"].shuffle(seed=0), task, config.calibration_samples)
+        calibration = task.text_rows(splits["train"].shuffle(seed=0), config.calibration_samples)
     if task:
-        check = _rows(splits[next(s for s in task.validation_splits if s in splits)], task, CHECK_EXAMPLES)
-    tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
+        check = task.text_rows(splits[next(s for s in task.validation_splits if s in splits)], CHECK_EXAMPLES)
 
     logger.info("Quantizing %s with %s", model_name, config.method)
     info = quantize(model_name, config, output_dir, tokenizer, calibration, check, model_args.max_seq_length,
                     model_args.trust_remote_code)  # fmt: skip
 
-    source = measure_source(model_name, tokenizer, task, splits, model_args, data_args.latency_runs)
+    source = measure_source(model_name, tokenizer, task, splits, model_args, latency_runs)
     result = measure_quantized(output_dir, config.backend, config.method, tokenizer, task, splits,
-                               model_args.max_seq_length, data_args.latency_runs,
-                               model_args.trust_remote_code)  # fmt: skip
+                               model_args.max_seq_length, latency_runs, model_args.trust_remote_code)  # fmt: skip
     result["parameters"] = source["parameters"]  # quantization changes the width of weights, not their number
     result["quantization"] = {k: v for k, v in info.items() if k not in ("output_dir", "backend")}
     step = {"method": "quantization", "model": model_name, "settings": {**config.to_dict(), **_step_details(info)},
             "parameters": result["parameters"], "size_bytes": result["size_bytes"],
             "memory_bytes": result["memory_bytes"]}  # fmt: skip
     lineage, origin = upstream(model_name)
-    report = build_report(task.name if task else None, command, source, result, [*lineage, step],
-                          latency_info(data_args.latency_runs), origin)  # fmt: skip
+    report = build_report(task if task else None, command, source, result, [*lineage, step],
+                          latency_info(latency_runs, task), origin)  # fmt: skip
     if source.get("memory_bytes") and result.get("memory_bytes"):
         report["ratios"]["memory_bytes"] = round(result["memory_bytes"] / source["memory_bytes"], 4)
     write_report(report, output_dir)
@@ -204,7 +224,7 @@ def run_quantize(
     except ImportError:
         pass
     else:
-        if task:  # a card describes a model for a GLUE task
+        if task:  # a card describes a model for a task
             write_model_card(output_dir)
     return report
 
@@ -216,19 +236,34 @@ def _step_details(info: dict) -> dict:
 
 def measure_source(model_name, tokenizer, task, splits, model_args, latency_runs: int) -> dict:
     """The fp32 PyTorch model as compression.json describes it, plus its memory."""
+    import torch
+
     from .bnb import memory_bytes
 
-    model, _ = load_sequence_classifier(model_name, task.num_labels if task else None, model_args.trust_remote_code)
+    config = load_config(model_name, trust_remote_code=model_args.trust_remote_code)
+    model = auto_class_for(config).from_pretrained(model_name, dtype=torch.float32,
+                                                   trust_remote_code=model_args.trust_remote_code).eval()  # fmt: skip
     entry = {"label": "fp32 (PyTorch)", "model": model_name, "backend": "transformers"}
     if task:
         logger.info("Evaluating the fp32 model on %s", task.name)
-        entry["metrics"] = evaluate_model(model, tokenizer, task, splits, max_length=model_args.max_seq_length)
-        entry["score"] = glue_score(entry["metrics"])
+        entry["metrics"] = task.evaluate(model, tokenizer, splits, model_args.max_seq_length)
+        entry["score"] = task.score(entry["metrics"])
+        entry.update(task.extra_measurements(model, tokenizer, splits))
     entry.update(describe_model(model, model_name if Path(model_name).is_dir() else None))
     entry["memory_bytes"] = memory_bytes(model)
     if latency_runs:
-        entry["latency_ms"] = torch_latency_ms(model, repeats=latency_runs)
+        entry["latency_ms"] = _latency(model, task, latency_runs)
     return entry
+
+
+def _latency(model, task: Task | None, repeats: int) -> dict:
+    if task is not None:
+        return task.latency(model, repeats)
+    return (
+        lm_latency_ms(model, repeats)
+        if is_causal_lm_config(model.config)
+        else torch_latency_ms(model, repeats=repeats)
+    )
 
 
 def measure_quantized(
@@ -236,7 +271,7 @@ def measure_quantized(
     backend: str,
     label: str,
     tokenizer,
-    task: GlueTask | None,
+    task: Task | None,
     splits,
     max_length: int = 128,
     latency_runs: int = 10,
@@ -248,37 +283,35 @@ def measure_quantized(
         from .onnx_runtime import OrtSequenceClassifier
 
         model = OrtSequenceClassifier.from_pretrained(directory)
-        logits_fn, names = model, set(model.input_names)
         entry["memory_bytes"] = model.initializer_bytes()
         latency = (lambda: model.latency_ms(repeats=latency_runs)) if latency_runs else None
+        if task:
+            logger.info("Evaluating the %s model on %s", label, task.name)
+            entry["metrics"] = task.evaluate_logits_fn(model, tokenizer, splits, max_length, set(model.input_names))
     else:
-        from .bnb import bnb_logits_fn, load_bnb, memory_bytes
+        from .bnb import load_bnb, memory_bytes, quiet_warnings
 
         model = load_bnb(directory, trust_remote_code=trust_remote_code)
-        logits_fn, names = bnb_logits_fn(model), _accepted(model)
         entry["memory_bytes"] = memory_bytes(model)
-        latency = (lambda: _bnb_latency(model, latency_runs)) if latency_runs else None
+        latency = (lambda: _bnb_latency(model, task, latency_runs)) if latency_runs else None
+        if task:
+            logger.info("Evaluating the %s model on %s", label, task.name)
+            with quiet_warnings():
+                entry["metrics"] = task.evaluate(model, tokenizer, splits, max_length)
+                entry.update(task.extra_measurements(model, tokenizer, splits))
     if task:
-        logger.info("Evaluating the %s model on %s", label, task.name)
-        entry["metrics"] = evaluate_on_glue(logits_fn, tokenizer, task, splits, max_length, input_names=names)
-        entry["score"] = glue_score(entry["metrics"])
+        entry["score"] = task.score(entry["metrics"])
     entry["size_bytes"] = weights_size_bytes(directory)
     if latency:
         entry["latency_ms"] = latency()
     return entry
 
 
-def _accepted(model) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
-
-
-def _bnb_latency(model, repeats: int) -> dict:
+def _bnb_latency(model, task: Task | None, repeats: int) -> dict:
     from .bnb import quiet_warnings
 
     with quiet_warnings():
-        return torch_latency_ms(model, repeats=repeats)
+        return _latency(model, task, repeats)
 
 
 def print_quantization_summary(report: dict) -> None:
@@ -286,7 +319,7 @@ def print_quantization_summary(report: dict) -> None:
     from rich.console import Console
 
     shown = {row[0] for row in summary_rows(report)}
-    print_summary({**report, "task": report["task"] or "no GLUE task"}, f"Quantization: {report['result']['label']}")
+    print_summary({**report, "task": report["task"] or "no task"}, f"Quantization: {report['result']['label']}")
     console = Console(width=110)
     src, res = report["source"], report["result"]
     if "parameter memory" not in shown and src.get("memory_bytes") and res.get("memory_bytes"):
