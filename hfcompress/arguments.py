@@ -154,8 +154,17 @@ class FinetuneArguments(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Write into an existing, non-empty output directory."}
     )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={
+            "help": "Evaluate the task's score on the validation data after every epoch, keep the best epoch's "
+            "weights, and stop after this many epochs without improvement (0: off)."
+        },
+    )
 
     def __post_init__(self):
         if self.output_dir is None:
             raise UsageError("--output-dir is required.")
+        if self.early_stopping_patience < 0:
+            raise UsageError(f"--early-stopping-patience must be 0 or more, got {self.early_stopping_patience}.")
         super().__post_init__()

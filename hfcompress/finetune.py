@@ -49,6 +49,7 @@ def run_finetune(
     torch.manual_seed(args.seed)
     model, _ = load_for_task(model_args.model, task, model_args)
     model = finetune_model(model, tokenizer, splits, task, trainer_args, model_args.max_seq_length)
+    args.early_stopping_result = getattr(trainer_args, "early_stopping_result", None)
     runs = latency_runs_of(data_args)
     result = measure(model, tokenizer, task, splits, "fine-tuned", args.output_dir, args.output_dir, runs,
                      model_args.max_seq_length)  # fmt: skip
@@ -63,7 +64,9 @@ def finetune_report(task, command: str, base: str, result: dict, args, latency_r
     step = {
         "method": "finetune",
         "model": base,
-        "settings": {"learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "seed": args.seed},
+        "settings": {"learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "seed": args.seed,
+                     **({"early_stopping": args.early_stopping_result}
+                        if getattr(args, "early_stopping_result", None) else {})},  # fmt: skip
         "parameters": result["parameters"],
         "size_bytes": result["size_bytes"],
     }

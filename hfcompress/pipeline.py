@@ -83,6 +83,7 @@ def train_model(model, tokenizer, splits, task, args, max_length: int):
     from transformers import Trainer
 
     task = as_task(task)
+    stopper = early_stopping(task, tokenizer, splits, max_length, args)
     trainer = Trainer(
         model=model,
         args=args,
@@ -90,9 +91,22 @@ def train_model(model, tokenizer, splits, task, args, max_length: int):
         eval_dataset=task.eval_dataset(splits, tokenizer, max_length) if args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         data_collator=task.collator(tokenizer),
+        callbacks=[stopper] if stopper else None,
     )
     trainer.train()
+    if stopper:
+        args.early_stopping_result = stopper.restore(trainer.model)
     return trainer.model
+
+
+def early_stopping(task, tokenizer, splits, max_length: int, args):
+    """The early-stopping callback when `--early-stopping-patience` asks for one, else None."""
+    patience = getattr(args, "early_stopping_patience", 0)
+    if not patience:
+        return None
+    from .early_stopping import TaskScoreEarlyStopping
+
+    return TaskScoreEarlyStopping(as_task(task), tokenizer, splits, max_length, patience, args.output_dir)
 
 
 def save_artifact(model, tokenizer, output_dir: str | Path, training_args=None) -> None:

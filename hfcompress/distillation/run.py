@@ -14,6 +14,7 @@ from ..models import load_for_task
 from ..pipeline import (
     as_task,
     check_output_dir,
+    early_stopping,
     finish_run,
     latency_info,
     latency_runs_of,
@@ -93,6 +94,7 @@ def run_distill(
     train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
     held_out = task.eval_dataset(splits, tokenizer, model_args.max_seq_length) if args.eval_strategy != "no" else None
 
+    stopper = early_stopping(task, tokenizer, splits, model_args.max_seq_length, args)
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
@@ -102,9 +104,11 @@ def run_distill(
         eval_dataset=held_out,
         processing_class=tokenizer,
         data_collator=task.collator(tokenizer),
+        callbacks=[stopper] if stopper else None,
     )
     trainer.train()
     student = trainer.model
+    stopped = stopper.restore(student) if stopper else None
     save_artifact(student, tokenizer, output_dir, args)
 
     source = measure(teacher, tokenizer, task, splits, "teacher", str(teacher_dir or teacher_name), teacher_dir,
@@ -121,6 +125,8 @@ def run_distill(
         steps.append({**teacher_report["steps"][-1], "output": str(teacher_dir)})
     settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
     settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
+    if stopped:
+        settings["early_stopping"] = stopped
     steps.append(
         {
             "method": "distillation",
