@@ -64,9 +64,12 @@ def finetune_report(task, command: str, base: str, result: dict, args, latency_r
     step = {
         "method": "finetune",
         "model": base,
-        "settings": {"learning_rate": args.learning_rate, "epochs": args.num_train_epochs, "seed": args.seed,
-                     **({"early_stopping": args.early_stopping_result}
-                        if getattr(args, "early_stopping_result", None) else {})},  # fmt: skip
+        "settings": {
+            "learning_rate": args.learning_rate,
+            "epochs": args.num_train_epochs,
+            "seed": args.seed,
+            **({"early_stopping": args.early_stopping_result} if getattr(args, "early_stopping_result", None) else {}),
+        },  # fmt: skip
         "parameters": result["parameters"],
         "size_bytes": result["size_bytes"],
     }

@@ -88,8 +88,10 @@ def main() -> int:
     students = {f"student-{d}": ["--divergence", d, "--distill-weight", "0.5", "--hard-label-weight", "0.5"]
                 for d in DIVERGENCES}  # fmt: skip
     students["control"] = ["--distill-weight", "0", "--hard-label-weight", "1"]
-    for name, losses in students.items():
-        if name.removeprefix("student-") in runs:
+    for run in runs:  # in the order asked for
+        name = "control" if run == "control" else f"student-{run}"
+        losses = students.get(name)
+        if losses is not None:
             hfcompress("distill", out / "teacher", "--student-layers", args.layers, *data, *train, *losses,
                        "--temperature", "1.0", "--num_train_epochs", args.student_epochs,
                        "--output-dir", out / name)  # fmt: skip

@@ -110,3 +110,57 @@ def quant_model_dir(tmp_path_factory, tokenizer):
     tiny_classifier("bert", seed=1, hidden=64, intermediate_size=128, initializer_range=0.2).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+SHARED_TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
+
+
+@pytest.fixture(scope="session")
+def text_files(tmp_path_factory) -> dict[str, Path]:
+    """Small train / validation .txt files cut from WikiText-2's validation split (real text)."""
+    folder = tmp_path_factory.mktemp("text")
+    lines = (SHARED_TEXT / "valid.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "train.txt").write_text("".join(lines[:120]), encoding="utf-8")
+    (folder / "valid.txt").write_text("".join(lines[-40:]), encoding="utf-8")
+    return {"train": folder / "train.txt", "validation": folder / "valid.txt"}
+
+
+@pytest.fixture(scope="session")
+def lm_tokenizer():
+    """A 512-token byte-level BPE trained on real WikiText-2 lines."""
+    from hfcompress.data.bpe import text_lines, train_bpe_tokenizer
+
+    return train_bpe_tokenizer(text_lines(SHARED_TEXT / "valid.txt", 3000), vocab_size=512, model_max_length=256)
+
+
+def tiny_lm_config(family: str, vocab_size: int, layers: int = 4, **overrides):
+    """A tiny causal LM config: Llama (gated MLP, GQA), Qwen2 or GPT-2 (Conv1D) layout; dropout off."""
+    from transformers import AutoConfig
+
+    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0)
+    if family == "gpt2":
+        kwargs = dict(n_embd=32, n_inner=64, n_layer=layers, n_head=4, n_positions=256, resid_pdrop=0.0,
+                      embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    else:
+        kwargs = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=False)  # fmt: skip
+    return AutoConfig.for_model(family, **common, **{**kwargs, **overrides})
+
+
+def tiny_lm(family: str = "llama", vocab_size: int = 512, seed: int = 0, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(tiny_lm_config(family, vocab_size, **kwargs)).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dirs(tmp_path_factory, lm_tokenizer) -> dict[str, Path]:
+    """Saved tiny Llama-, Qwen2- and GPT-2-shaped causal LMs (4 layers) with the BPE tokenizer."""
+    folders = {}
+    for family in ("llama", "qwen2", "gpt2"):
+        path = tmp_path_factory.mktemp(f"tiny-{family}")
+        tiny_lm(family, len(lm_tokenizer)).save_pretrained(path)
+        lm_tokenizer.save_pretrained(path)
+        folders[family] = path
+    return folders
