@@ -34,6 +34,12 @@ _EXPORTS = {
     "load_glue": "hfcompress.data",
     "compute_glue_metrics": "hfcompress.data",
     "evaluate_model": "hfcompress.evaluation",
+    "Task": "hfcompress.tasks",
+    "TaskType": "hfcompress.tasks",
+    "GlueTaskConfig": "hfcompress.tasks",
+    "ClassificationTask": "hfcompress.tasks",
+    "CausalLMTask": "hfcompress.tasks",
+    "train_bpe_tokenizer": "hfcompress.data.bpe",
     "HfcompressError": "hfcompress.errors",
     "UsageError": "hfcompress.errors",
 }

@@ -121,9 +121,11 @@ def main() -> int:
                 entry["ppl_vs_control"] = round(entry["perplexity"] / control, 4)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for name, entry in results.items():
-            print(f"{name:22s} test ppl {entry['perplexity']:8.2f}  bpb {entry['bits_per_byte']:.4f}  "
-                  f"x teacher {entry.get('ppl_vs_teacher', float('nan')):.3f}  "
-                  f"x control {entry.get('ppl_vs_control', float('nan')):.3f}  best epoch {entry['best_epoch']}")  # fmt: skip
+            print(
+                f"{name:22s} test ppl {entry['perplexity']:8.2f}  bpb {entry['bits_per_byte']:.4f}  "
+                f"x teacher {entry.get('ppl_vs_teacher', float('nan')):.3f}  "
+                f"x control {entry.get('ppl_vs_control', float('nan')):.3f}  best epoch {entry['best_epoch']}"
+            )
     return 0
 
 

@@ -142,8 +142,16 @@ def tiny_lm_config(family: str, vocab_size: int, layers: int = 4, **overrides):
         kwargs = dict(n_embd=32, n_inner=64, n_layer=layers, n_head=4, n_positions=256, resid_pdrop=0.0,
                       embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
     else:
-        kwargs = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=8, max_position_embeddings=256, tie_word_embeddings=False)  # fmt: skip
+        kwargs = dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+        )
     return AutoConfig.for_model(family, **common, **{**kwargs, **overrides})
 
 

@@ -98,8 +98,22 @@ def test_evaluate_writes_window_and_bits_per_byte(tmp_path, finetuned, text_file
 def test_quantize_bnb_int8_causal_lm(tmp_path, finetuned, text_files):
     pytest.importorskip("bitsandbytes")
     out = tmp_path / "int8"
-    result = run_cli("quantize", finetuned, "--method", "bnb-int8", "--task", "causal-lm", "--validation-file",
-                     text_files["validation"], "--block-size", "32", "--latency-runs", "0", "--output-dir", out)  # fmt: skip
+    result = run_cli(
+        "quantize",
+        finetuned,
+        "--method",
+        "bnb-int8",
+        "--task",
+        "causal-lm",
+        "--validation-file",
+        text_files["validation"],
+        "--block-size",
+        "32",
+        "--latency-runs",
+        "0",
+        "--output-dir",
+        out,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = _report(out)
     assert report["result"]["memory_bytes"] < report["source"]["memory_bytes"]

@@ -235,8 +235,8 @@ def latency_note(report: dict) -> str:
         return "Latency was not measured for this run (`--latency-runs 0`)."
     if "prefill" in str(setup.get("statistic")):
         return (
-            f"Latency on {setup.get('device', 'cpu').upper()}, {setup.get('threads')} threads: {setup.get('statistic')}. "
-            "Your hardware will give other numbers; the ratio is what carries over."
+            f"Latency on {setup.get('device', 'cpu').upper()}, {setup.get('threads')} threads: "
+            f"{setup.get('statistic')}. Your hardware will give other numbers; the ratio is what carries over."
         )
     return (
         f"Latency: forward pass on {setup.get('device', 'cpu').upper()} with dummy inputs of sequence length "

@@ -14,9 +14,9 @@ from ..errors import UsageError
 def prunable_modules(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Module]:
     """Modules whose `weight` is pruned, by name.
 
-    Default: every nn.Linear (or GPT-2 Conv1D) inside the transformer blocks, so embeddings, norms, biases,
-    the classifier and a language model's lm_head are left alone. `pattern` (a regex searched in module names) selects Linear or Embedding
-    modules anywhere instead.
+    Default: every nn.Linear (or GPT-2 Conv1D) inside the transformer blocks, so embeddings, norms,
+    biases, the classifier and a language model's lm_head are left alone. `pattern` (a regex searched in module
+    names) selects Linear, Conv1D or Embedding modules anywhere instead.
     """
     if pattern is None:
         parent, attr, _ = find_layer_list(model)

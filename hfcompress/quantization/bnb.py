@@ -58,8 +58,8 @@ def device() -> str:
 def plan_modules(model_name: str, config: BnbConfig, trust_remote_code: bool = False) -> dict[str, list[str]]:
     """Which Linear layers get quantized and which stay in full precision, read from an empty (meta) model.
 
-    The classification head and pooler (a causal LM's lm_head) always stay in full precision; so do the caller's `skip_modules` and,
-    for 4-bit on CPU, layers whose shape the CPU kernel cannot pack.
+    The classification head and pooler (a causal LM's lm_head) always stay in full precision; so do the caller's
+    `skip_modules` and, for 4-bit on CPU, layers whose shape the CPU kernel cannot pack.
     """
     from accelerate import init_empty_weights
     from transformers import AutoConfig

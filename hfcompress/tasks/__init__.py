@@ -53,8 +53,8 @@ def task_from_args(data_args) -> Task:
     for option, kinds in _ONLY_FOR.items():
         if getattr(data_args, option, None) not in (None, "") and kind not in kinds:
             flag = "--" + option.replace("_", "-")
-            raise UsageError(f"{flag} does not apply to --task {data_args.task}; it is for "
-                             f"--task {' or '.join(k.value for k in kinds if k != TaskType.GLUE) or 'GLUE tasks'}.")  # fmt: skip
+            names = " or ".join(k.value for k in kinds if k != TaskType.GLUE) or "GLUE tasks"
+            raise UsageError(f"{flag} does not apply to --task {data_args.task}; it is for --task {names}.")
     common = dict(max_train_samples=data_args.max_train_samples, max_eval_samples=data_args.max_eval_samples)
     if kind == TaskType.GLUE:
         return GlueTaskConfig(task=data_args.task, data_dir=data_args.data_dir, train_file=data_args.train_file,

@@ -118,10 +118,8 @@ class Task:
         subset = f" (the first {data['eval_rows']} rows only)" if data.get("eval_rows") else ""
         if data.get("kind") == "hub":
             config = f", config `{data['config']}`" if data.get("config") else ""
-            return (
-                f"Data: `{data['path']}` from the Hub{config}; results are on its `{data.get('split') or 'validation'}`"
-                f" split{subset}."
-            )
+            split = data.get("split") or "validation"
+            return f"Data: `{data['path']}` from the Hub{config}; results are on its `{split}` split{subset}."
         if data.get("kind") == "files":
             return f"Data: the user's own files; results are on `{data.get('path')}`{subset}."
         return f"Data: not recorded (the run came from the Python API){subset}."

@@ -298,7 +298,7 @@ def next_device() -> torch.device:
 
 
 class _quiet_length_warning:
-    """Tokenising a whole corpus as one string triggers the 'longer than the maximum length' warning; it is expected."""
+    """Tokenising a whole corpus as one string warns that it is longer than the maximum length; that is expected."""
 
     def __enter__(self):
         import logging

@@ -135,7 +135,7 @@ class ClassificationTask(Task):
             raise UsageError("Training needs a train split; pass --train-file (or a --dataset with a train split).")
         if "validation" not in raw:
             raise UsageError(
-                "Evaluation needs a validation split; pass --validation-file (or --validation-split for a Hub dataset)."
+                "Evaluation needs a validation split; pass --validation-file (or a Hub dataset's --validation-split)."
             )
         splits = DatasetDict()
         for split, rows in raw.items():
