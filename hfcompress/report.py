@@ -53,7 +53,7 @@ def ratios(source: dict, result: dict) -> dict[str, float]:
     out = {}
     if source.get("score") and result.get("score") is not None:
         out["score"] = round(result["score"] / source["score"], 4)
-    for key in ("parameters", "size_bytes"):
+    for key in ("parameters", "size_bytes", "memory_bytes", "peak_memory_bytes"):
         if source.get(key) and result.get(key):
             out[key] = round(result[key] / source[key], 4)
     for batch, ms in (result.get("latency_ms") or {}).items():
@@ -169,6 +169,9 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
             f"{rat.get('size_bytes', float('nan')):.3f}x",
         )
     )
+    if src.get("memory_bytes") and res.get("memory_bytes") and "generations" in res:
+        rows.append(("parameter memory", _fmt_bytes(src["memory_bytes"]), _fmt_bytes(res["memory_bytes"]),
+                     f"{rat.get('memory_bytes', float('nan')):.3f}x"))  # fmt: skip
     sparsity = res.get("sparsity")
     if sparsity:
         rows.append(("sparsity (pruned layers)", "0.000", f"{sparsity['global']:.3f}", ""))

@@ -254,7 +254,11 @@ class CausalLMTask(Task):
         return metrics.get("perplexity", float("nan"))
 
     def extra_measurements(self, model, tokenizer, splits) -> dict:
-        return {"generations": greedy_continuations(model, tokenizer)}
+        entry = {"generations": greedy_continuations(model, tokenizer), "memory_bytes": parameter_memory(model)}
+        peak = peak_prefill_memory(model)
+        if peak is not None:
+            entry["peak_memory_bytes"] = peak
+        return entry
 
     def latency(self, model, repeats: int) -> dict[str, float]:
         return lm_latency_ms(model, repeats)
@@ -291,6 +295,28 @@ class CausalLMTask(Task):
             "task_line": "A small language model trained on one corpus: it continues text in that corpus's style, "
             "makes up facts, and has had no instruction tuning or safety training; do not use its output as fact.",
         }
+
+
+def parameter_memory(model) -> int:
+    """Bytes of parameters and buffers (tied weights once), as the model sits in memory."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def peak_prefill_memory(model) -> int | None:
+    """Peak CUDA memory allocated while prefilling 1 x 128 tokens (None on CPU, where torch keeps no such count)."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return None
+    from ..measure import dummy_inputs
+
+    inputs = {k: v.to(device) for k, v in dummy_inputs(model.config, 1, PREFILL_TOKENS).items()}
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats(device)
+    with torch.inference_mode():
+        model(**inputs, use_cache=False)
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated(device))
 
 
 def next_device() -> torch.device:
