@@ -68,8 +68,12 @@ class Task:
         """A DatasetDict with "train" (when present or needed) and the evaluation split(s)."""
         raise NotImplementedError
 
-    def prepare(self, splits, tokenizer, model_config=None) -> None:
-        """Settle what depends on the tokenizer or the model (label ids, block size); checks, before training."""
+    def prepare(self, splits, tokenizer=None, model_config=None):
+        """Settle what depends on the tokenizer or the model (label ids, block size), checked before training.
+
+        Returns the splits, changed where the task needs it (label names mapped to ids).
+        """
+        return splits
 
     def train_dataset(self, splits, tokenizer, max_length: int):
         raise NotImplementedError
