@@ -323,6 +323,9 @@ def trained_labels(config) -> list[str] | None:
     if not any("SequenceClassification" in arch for arch in architectures):
         return None
     labels = [config.id2label[i] for i in sorted(config.id2label)]
+    # transformers' placeholder names (LABEL_0, ...) say nothing about the data: not a trained labelling.
+    if all(label == f"LABEL_{i}" for i, label in enumerate(labels)):
+        return None
     return labels
 
 
