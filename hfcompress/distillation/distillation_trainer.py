@@ -168,13 +168,14 @@ class DistillationTrainer(Trainer):
                     [losses.hidden_state_cosine(s, t, attention_mask) for s, t in zip(s_states, t_states)]
                 ).mean()
         if args.attention_weight > 0:
-            parts["attention"] = torch.stack(
-                [
-                    losses.attention_mse(student_out.attentions[s], teacher_out.attentions[t], attention_mask)
-                    for s, t in pairs
-                ]
-            ).mean()
+            parts["attention"] = self._attention_loss(student_out, teacher_out, attention_mask, pairs)
         return parts
+
+    @staticmethod
+    def _attention_loss(student_out, teacher_out, attention_mask, pairs) -> torch.Tensor:
+        maps = [losses.attention_mse(student_out.attentions[s], teacher_out.attentions[t], attention_mask)
+                for s, t in pairs]  # fmt: skip
+        return torch.stack(maps).mean()
 
     def token_losses(self, student_out, teacher_out, labels, attention_mask, num_items_in_batch):
         """Causal LM losses over the real tokens: position t predicts token t + 1 where labels[t + 1] != -100.
@@ -223,12 +224,7 @@ class DistillationTrainer(Trainer):
                     [reduce(losses.hidden_cosine_per_token(s, t)) for s, t in zip(s_states, t_states)]
                 ).mean()
         if args.attention_weight > 0:
-            parts["attention"] = torch.stack(
-                [
-                    losses.attention_mse(student_out.attentions[s], teacher_out.attentions[t], attention_mask)
-                    for s, t in pairs
-                ]
-            ).mean()
+            parts["attention"] = self._attention_loss(student_out, teacher_out, attention_mask, pairs)
         return parts
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
