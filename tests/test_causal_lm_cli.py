@@ -93,6 +93,7 @@ def test_evaluate_writes_window_and_bits_per_byte(tmp_path, finetuned, text_file
     metrics = json.loads(path.read_text())["metrics"]
     assert metrics["window"] == 16 and metrics["stride"] == 8 and metrics["bits_per_byte"] > 0
     assert metrics["bytes"] == len(text_files["validation"].read_bytes())
+    assert "parameter memory (PyTorch)" in result.stdout
 
 
 def test_quantize_bnb_int8_causal_lm(tmp_path, finetuned, text_files):

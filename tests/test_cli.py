@@ -151,7 +151,7 @@ def _bad_input_cases(tiny_teacher_dir, tiny_glue_dir, tmp_path):
     wrong_columns.write_text("text,label\ngreat,1\n")
     other_vocab = tmp_path / "other-vocab"
     return {
-        "unknown task": (["--task", "sst3", "--data-dir", tiny_glue_dir], "Unknown GLUE task 'sst3'"),
+        "unknown task": (["--task", "sst3", "--data-dir", tiny_glue_dir], "Unknown task 'sst3'"),
         "missing data dir": (["--task", "sst2", "--data-dir", tmp_path / "nope"], "nope"),
         "missing file": (["--task", "sst2", "--train-file", tmp_path / "missing.csv"], "missing.csv"),
         "wrong columns": (

@@ -97,7 +97,8 @@ def _print(result: dict) -> None:
         table.add_row("parameters", f"{result['parameters'] / 1e6:.2f} M")
     table.add_row("size on disk", f"{result['size_bytes'] / 1e6:.1f} MB")
     if result.get("memory_bytes"):
-        table.add_row(f"parameter memory ({result['backend']})", f"{result['memory_bytes'] / 1e6:.1f} MB")
+        backend = result.get("backend", "PyTorch")
+        table.add_row(f"parameter memory ({backend})", f"{result['memory_bytes'] / 1e6:.1f} MB")
     device = ((result.get("latency_setup") or {}).get("device") or "cpu").upper()
     for batch, ms in (result.get("latency_ms") or {}).items():
         if batch == "decode_per_token":
