@@ -9,15 +9,29 @@ from .schedules import SCHEDULES, is_update_step
 
 STRUCTURES = ("unstructured", "2:4", "ffn", "heads")
 SCOPES = ("global", "per-layer")
+METHODS = ("gradual", "magnitude", "wanda", "sparsegpt")
+ONESHOT_STRUCTURES = ("unstructured", "2:4", "4:8")  # any n:m is accepted for one-shot methods
 
 
 @dataclass
 class PruningConfig:
-    """What to prune, how much, and on which steps (Zhu & Gupta's gradual magnitude pruning)."""
+    """What to prune, how much, and how: gradually while training (Zhu & Gupta's gradual magnitude pruning),
+    or in one shot from calibration data (magnitude, Wanda, SparseGPT)."""
 
-    sparsity: float = field(
-        default=0.9,
-        metadata={"help": "Target sparsity in [0, 1): fraction of weights (ffn: of FFN neurons) set to zero."},
+    method: str = field(
+        default="gradual",
+        metadata={
+            "help": "gradual: magnitude pruning on a schedule while training. One-shot, from a few calibration "
+            "samples of the training data, block by block: magnitude, wanda (|W| x input norm) or sparsegpt "
+            "(OBS weight updates)."
+        },
+    )
+    sparsity: float | None = field(
+        default=None,
+        metadata={
+            "help": "Target sparsity in [0, 1): fraction of weights (ffn: of FFN neurons) set to zero. "
+            "Default: 0.5 for 2:4 and one-shot methods (n:m sets it to 1 - n/m), else 0.9."
+        },
     )
     initial_sparsity: float = field(default=0.0, metadata={"help": "Sparsity at the start step."})
     start_step: int = field(default=0, metadata={"help": "Optimizer step at which pruning starts."})
@@ -50,7 +64,31 @@ class PruningConfig:
         default=None, metadata={"help": "structure ffn: target intermediate size (instead of --sparsity)."}
     )
 
+    calibration_samples: int = field(
+        default=128, metadata={"help": "One-shot methods: calibration samples (causal LMs: blocks of --block-size)."}
+    )
+    dampening: float = field(
+        default=0.01, metadata={"help": "sparsegpt: dampening added to the Hessian's diagonal, x its mean."}
+    )
+    sparsegpt_block_size: int = field(
+        default=128, metadata={"help": "sparsegpt: columns updated together (a multiple of m for n:m)."}
+    )
+    recovery_steps: int = field(
+        default=0,
+        metadata={
+            "help": "One-shot methods: after pruning, distil this many steps from the unpruned model (or --teacher) "
+            "with the pruned weights held at zero."
+        },
+    )
+
     def __post_init__(self):
+        if self.method not in METHODS:
+            raise UsageError(f"Unknown pruning method '{self.method}'; choose one of: {', '.join(METHODS)}.")
+        if self.method != "gradual":
+            self._check_oneshot()
+            return
+        if self.sparsity is None:
+            self.sparsity = 0.5 if self.structure == "2:4" else 0.9
         if not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"Sparsity must be in [0, 1), got {self.sparsity}.")
         if not 0.0 <= self.initial_sparsity <= self.sparsity:
@@ -68,6 +106,8 @@ class PruningConfig:
             raise UsageError(
                 f"2:4 pruning removes exactly half the weights; pass --sparsity 0.5, not {self.sparsity}."
             )
+        if self.recovery_steps:
+            raise UsageError("--recovery-steps applies to one-shot methods (magnitude, wanda, sparsegpt).")
         if self.structure != "ffn" and self.ffn_size is not None:
             raise UsageError("--ffn-size only applies to --structure ffn.")
         if self.start_step < 0:
@@ -76,6 +116,41 @@ class PruningConfig:
             raise UsageError(f"update_frequency must be at least 1, got {self.update_frequency}.")
         if self.end_step is not None and self.end_step <= self.start_step:
             raise UsageError(f"end_step ({self.end_step}) must come after start_step ({self.start_step}).")
+
+    def _check_oneshot(self) -> None:
+        from .oneshot_scores import parse_n_m
+
+        n_m = parse_n_m(self.structure)
+        if self.structure != "unstructured" and not n_m:
+            raise UsageError(
+                f"One-shot pruning (--method {self.method}) takes --structure unstructured or n:m (2:4, 4:8), "
+                f"not '{self.structure}'."
+            )
+        if n_m:
+            n, m = n_m
+            if not 0 < n < m:
+                raise UsageError(f"--structure {self.structure}: n:m keeps n of every m weights, so 0 < n < m.")
+            if self.sparsity is not None and abs(self.sparsity - (1 - n / m)) > 1e-9:
+                raise UsageError(
+                    f"{n}:{m} pruning removes a fraction {1 - n / m:g}; leave out --sparsity {self.sparsity}."
+                )
+            self.sparsity = 1 - n / m
+            if self.sparsegpt_block_size % m:
+                raise UsageError(f"--sparsegpt-block-size must be a multiple of {m} for {n}:{m} pruning.")
+        if self.sparsity is None:
+            self.sparsity = 0.5
+        if not 0.0 <= self.sparsity < 1.0:
+            raise UsageError(f"Sparsity must be in [0, 1), got {self.sparsity}.")
+        if self.calibration_samples < 1:
+            raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}.")
+        if not 0.0 <= self.dampening < 1.0:
+            raise UsageError(f"--dampening must be in [0, 1), got {self.dampening}.")
+        if self.sparsegpt_block_size < 1:
+            raise UsageError(f"--sparsegpt-block-size must be at least 1, got {self.sparsegpt_block_size}.")
+        if self.recovery_steps < 0:
+            raise UsageError(f"--recovery-steps must be 0 or more, got {self.recovery_steps}.")
+        if self.ffn_size is not None:
+            raise UsageError("--ffn-size only applies to --structure ffn with gradual pruning.")
 
     def resolve_end_step(self, max_steps: int) -> int:
         """The end step for a run of `max_steps` optimizer steps, checked against that run."""

@@ -56,7 +56,11 @@ def run_prune(
     args: DistillationArguments,
     command: str = "",
 ):
-    """Prune `model_args.model` gradually while training on the task (with or without a teacher)."""
+    """Prune `model_args.model` gradually while training on the task (with or without a teacher), or in one shot."""
+    if pruning.method != "gradual":
+        from .oneshot import run_oneshot
+
+        return run_oneshot(model_args, data_args, pruning, teacher_args, args, command)
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)

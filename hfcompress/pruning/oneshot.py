@@ -1,0 +1,182 @@
+"""`hfcompress prune --method magnitude|wanda|sparsegpt`: one-shot pruning with calibration, then optional recovery.
+
+The model is pruned block by block on a few calibration samples of the task's training data (see
+calibration.py), saved as a dense checkpoint with exact zeros, and optionally trained a few steps more by
+distillation from the unpruned model with the one-shot masks held fixed (`--recovery-steps`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from ..architecture import oriented_weight
+from ..errors import UsageError
+from ..models import load_for_task
+from ..pipeline import (
+    as_task,
+    check_output_dir,
+    finish_run,
+    latency_info,
+    latency_runs_of,
+    measure,
+    prepare_pair,
+    save_artifact,
+    trainer_args_without_push,
+)
+from ..report import build_report, upstream
+from .calibration import calibration_batches, prune_block_by_block
+from .masks import prunable_modules
+from .oneshot_scores import magnitude_mask, parse_n_m, sparsegpt_prune, wanda_mask
+from .report import DENSE_NOTE, compressed_size, sparsity_report
+
+logger = logging.getLogger("hfcompress")
+
+
+class FixedMaskCallback(TrainerCallback):
+    """Keeps pruned weights at exactly zero while training (masks never change): one-shot recovery."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module]):
+        self.modules = modules
+        self.masks = {name: oriented_weight(m).ne(0) for name, m in modules.items()}
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for name, keep in self.masks.items():
+            weight = oriented_weight(self.modules[name])
+            weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.apply()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.apply()
+
+
+def check_n_m(modules: dict[str, torch.nn.Module], n_m: tuple[int, int] | None) -> None:
+    if not n_m:
+        return
+    n, m = n_m
+    for name, module in modules.items():
+        width = oriented_weight(module).shape[1]
+        if width % m:
+            raise UsageError(f"{n}:{m} pruning needs input widths divisible by {m}, but {name} has {width}.")
+
+
+def prune_one_block(method: str, sparsity: float, n_m, block_size: int, dampening: float):
+    """The `prune_block` callable of `prune_block_by_block` for one method."""
+
+    @torch.no_grad()
+    def prune(index, modules, stats):
+        for name, module in modules.items():
+            weight = oriented_weight(module)
+            if method == "sparsegpt":
+                new = sparsegpt_prune(weight, stats[name].hessian, sparsity, n_m, block_size, dampening)
+                weight.copy_(new)
+                continue
+            if method == "wanda":
+                keep = wanda_mask(weight, stats[name].input_norms, sparsity, n_m)
+            else:
+                keep = magnitude_mask(weight, sparsity, n_m)
+            weight.mul_(keep.to(weight.dtype))
+
+    return prune
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+def run_oneshot(model_args, data_args, pruning, teacher_args, args, command: str = "") -> dict:
+    task = as_task(data_args)
+    runs = latency_runs_of(data_args)
+    n_m = parse_n_m(pruning.structure)
+    sparsity = 1 - n_m[0] / n_m[1] if n_m else pruning.sparsity
+    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    trainer_args = trainer_args_without_push(args)
+    model_name, teacher_name, splits, tokenizer = prepare_pair(
+        model_args.model, teacher_args.teacher, task, model_args
+    )
+    model, fresh = load_for_task(model_name, task, model_args)
+    if fresh:
+        raise UsageError(f"'{model_name}' is not fine-tuned for {task.name}; one-shot pruning needs a trained model.")
+    model.eval()
+    modules = prunable_modules(model, pruning.modules)
+    check_n_m(modules, n_m)
+    train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
+    if len(train) == 0:
+        raise UsageError("The training data gave no calibration samples; one-shot pruning needs some.")
+    batches = calibration_batches(train, task.collator(tokenizer), pruning.calibration_samples,
+                                  args.per_device_eval_batch_size, args.seed)  # fmt: skip
+
+    source_dir = model_name if Path(model_name).is_dir() else None
+    source = measure(model, tokenizer, task, splits, "original", model_name, source_dir, runs,
+                     model_args.max_seq_length)  # fmt: skip
+    started = time.perf_counter()
+    prune = prune_one_block(pruning.method, sparsity, n_m, pruning.sparsegpt_block_size, pruning.dampening)
+    blocks = prune_block_by_block(model, batches, modules, prune, hessian=pruning.method == "sparsegpt")
+    seconds = time.perf_counter() - started
+    before_recovery = None
+    if pruning.recovery_steps:
+        before_recovery = task.evaluate(model, tokenizer, splits, model_args.max_seq_length)
+        model = _recover(model, modules, teacher_name or model_name, task, model_args, train, tokenizer,
+                         dataclasses.replace(trainer_args, max_steps=pruning.recovery_steps))  # fmt: skip
+    save_artifact(model, tokenizer, output_dir, args if pruning.recovery_steps else None)
+
+    result = measure(model, tokenizer, task, splits, "pruned", str(output_dir), output_dir, runs,
+                     model_args.max_seq_length)  # fmt: skip
+    result["sparsity"] = {
+        "structure": pruning.structure,
+        "scope": "per-layer" if pruning.method == "magnitude" and not n_m else "per-row",
+        **sparsity_report(output_dir / "model.safetensors", list(modules)),
+        "compressed_size_bytes": compressed_size(output_dir / "model.safetensors"),
+        "compression": "zlib level 6 (gzip's deflate) of model.safetensors",
+        "note": DENSE_NOTE,
+    }
+    if source_dir and (Path(source_dir) / "model.safetensors").is_file():
+        source["compressed_size_bytes"] = compressed_size(Path(source_dir) / "model.safetensors")
+    settings = {
+        "method": pruning.method, "sparsity": sparsity, "structure": pruning.structure, "modules": pruning.modules,
+        "calibration_samples": sum(len(b["input_ids"]) for b in batches),
+        "calibration_tokens_per_sample": int(batches[0]["input_ids"].shape[1]), "seed": args.seed,
+        "pruning_seconds": round(seconds, 2), "peak_rss_bytes": _peak_rss_bytes(), "blocks": blocks,
+    }  # fmt: skip
+    if pruning.method == "sparsegpt":
+        settings.update(dampening=pruning.dampening, block_size=pruning.sparsegpt_block_size)
+    if pruning.recovery_steps:
+        settings.update(recovery_steps=pruning.recovery_steps, teacher=teacher_name or model_name,
+                        learning_rate=args.learning_rate, metrics_before_recovery=before_recovery)  # fmt: skip
+    step = {"method": "oneshot-pruning", "model": model_name, "settings": settings,
+            "parameters": result["parameters"], "size_bytes": result["size_bytes"],
+            "sparsity": result["sparsity"]["global"]}  # fmt: skip
+    lineage, origin = upstream(model_name)
+    report = build_report(task, command, source, result, [*lineage, step], latency_info(runs, task), origin)
+    report["data"] = task.data_source()
+    title = f"One-shot pruning ({pruning.method}" + (", with recovery)" if pruning.recovery_steps else ")")
+    finish_run(report, output_dir, args, title, source_dir=source_dir)
+    return report
+
+
+def _recover(model, modules, teacher_name, task, model_args, train, tokenizer, trainer_args):
+    """Distil from the unpruned model for a few steps, pruned weights held at zero."""
+    from ..distillation import DistillationTrainer
+
+    teacher, _ = load_for_task(teacher_name, task, model_args)
+    callback = FixedMaskCallback(modules)
+    model.train()
+    trainer = DistillationTrainer(model=model, teacher=teacher, args=trainer_args, train_dataset=train,
+                                  processing_class=tokenizer, data_collator=task.collator(tokenizer),
+                                  callbacks=[callback])  # fmt: skip
+    trainer.train()
+    callback.apply()
+    model = trainer.model
+    model.eval()
+    return model
