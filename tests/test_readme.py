@@ -1,4 +1,4 @@
-"""The README's causal-LM ```python block runs exactly as printed, from a folder with ../shared beside it."""
+"""Every ```python block of the README runs exactly as printed, from a folder with ../shared beside it."""
 
 import os
 import re
@@ -11,14 +11,17 @@ from tests.conftest import ROOT
 
 BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
 RUNNABLE = [block for block in BLOCKS if "CausalLMTask" in block]
+# The "Python" section: the pruning example continues the distillation example (same student and data).
+DISTILL = [block for block in BLOCKS if "DistillationTrainer(" in block]
+PRUNE = [block for block in BLOCKS if "GradualMagnitudePruningCallback(" in block]
 
 
-def test_the_readme_has_a_runnable_python_example():
-    assert RUNNABLE
+def test_every_python_block_is_run():
+    assert RUNNABLE and len(DISTILL) == 1 and len(PRUNE) == 1
+    assert sorted(BLOCKS) == sorted(RUNNABLE + DISTILL + PRUNE)
 
 
-@pytest.mark.parametrize("code", RUNNABLE)
-def test_python_block_runs(tmp_path, code):
+def _run(tmp_path, code):
     project = tmp_path / "project"
     project.mkdir()
     (tmp_path / "shared").symlink_to(ROOT.parent / "shared")
@@ -26,6 +29,19 @@ def test_python_block_runs(tmp_path, code):
     result = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    return project, result
+
+
+def test_distillation_and_pruning_blocks_run(tmp_path):
+    _, result = _run(tmp_path, DISTILL[0] + "\n" + PRUNE[0])
+    lines = result.stdout.strip().splitlines()
+    assert "3 4" in lines  # a 3-layer student, 4 distillation steps
+    assert lines[-1] == "sparsity 0.90"
+
+
+@pytest.mark.parametrize("code", RUNNABLE)
+def test_python_block_runs(tmp_path, code):
+    project, result = _run(tmp_path, code)
     assert (project / "runs" / "tiny-lm-ft" / "compression.json").is_file()
     perplexity = float(result.stdout.strip().splitlines()[-1].split()[0])
     assert 1 < perplexity < 1000
