@@ -1,4 +1,4 @@
-"""hfcompress prune MODEL --task T --sparsity 0.9 [--structure unstructured|2:4|ffn] [--teacher T] --output-dir OUT"""
+"""hfcompress prune MODEL --task T [--method gradual|magnitude|wanda|sparsegpt] [--structure ...] --output-dir OUT"""
 
 from ..arguments import DataArguments, ModelArguments
 from ..distillation import DistillationArguments
@@ -6,9 +6,11 @@ from ..pruning import PruningConfig, TeacherArguments, run_prune
 from .common import command_line, parse_dataclasses
 
 DESCRIPTION = (
-    "Gradual magnitude pruning (Zhu & Gupta's cubic schedule) while fine-tuning on a GLUE task, or while "
-    "distilling from --teacher. Unstructured or 2:4 sparsity, or FFN neuron removal that makes the model "
-    "smaller and faster. Every transformers TrainingArguments flag is accepted."
+    "Gradual magnitude pruning (Zhu & Gupta's cubic schedule) while fine-tuning on the task, or while "
+    "distilling from --teacher: unstructured or 2:4 sparsity, or FFN neuron / attention head removal that makes "
+    "the model smaller and faster. Or one-shot pruning from calibration data, block by block (--method magnitude, "
+    "wanda or sparsegpt; unstructured or n:m), with optional --recovery-steps of distillation. Every "
+    "transformers TrainingArguments flag is accepted."
 )
 
 
