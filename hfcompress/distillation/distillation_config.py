@@ -58,6 +58,14 @@ class DistillationArguments(FinetuneArguments):
     jsd_beta: float = field(
         default=0.5, metadata={"help": "jsd: weight of the teacher in the mixture, strictly between 0 and 1."}
     )
+    loss_chunk_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "Causal LMs: compute the KD and cross-entropy losses from the final hidden states through "
+            "lm_head, this many tokens at a time, recomputed in the backward pass, so full-vocabulary logits are "
+            "never held for the whole batch (for large vocabularies). 0: off."
+        },
+    )
     layer_map: str | None = field(
         default=None,
         metadata={
@@ -89,3 +97,5 @@ class DistillationArguments(FinetuneArguments):
             raise UsageError(f"--divergence must be one of {', '.join(DIVERGENCES)}, not {self.divergence!r}.")
         if not 0.0 < self.jsd_beta < 1.0:
             raise UsageError(f"--jsd-beta must be strictly between 0 and 1, got {self.jsd_beta}.")
+        if self.loss_chunk_tokens < 0:
+            raise UsageError(f"--loss-chunk-tokens must be 0 (off) or more, got {self.loss_chunk_tokens}.")

@@ -53,6 +53,9 @@ class DistillationTrainer(Trainer):
             raise UsageError("DistillationTrainer needs DistillationArguments, not plain TrainingArguments.")
         check_compatible(teacher, model)
         self.token_level = is_causal_lm(model)
+        if args.loss_chunk_tokens and self.token_level:
+            check_chunkable(model, "student")
+            check_chunkable(teacher, "teacher")
         super().__init__(model=model, args=args, **kwargs)
         if args.attention_weight > 0:
             for m in (self.model, teacher):
@@ -110,6 +113,9 @@ class DistillationTrainer(Trainer):
         want_hidden = args.hidden_weight > 0 or args.cosine_weight > 0
         want_attention = args.attention_weight > 0
         extra = {"output_hidden_states": want_hidden, "output_attentions": want_attention}
+        chunked = self.token_level and args.loss_chunk_tokens > 0
+        if chunked:  # the models compute one position's logits; the losses take lm_head over chunks of tokens
+            extra.update(output_hidden_states=True, logits_to_keep=1)
         labels = inputs.get("labels")
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
 
@@ -118,8 +124,9 @@ class DistillationTrainer(Trainer):
             teacher_out = self.teacher(**self._select(model_inputs, self._teacher_keys), **extra)
 
         if self.token_level:
+            head = self.accelerator.unwrap_model(model).get_output_embeddings() if chunked else None
             parts = self.token_losses(student_out, teacher_out, labels, inputs.get("attention_mask"),
-                                      num_items_in_batch)  # fmt: skip
+                                      num_items_in_batch, head)  # fmt: skip
         else:
             parts = self.distillation_losses(student_out, teacher_out, labels, inputs.get("attention_mask"))
         weights = {
@@ -177,11 +184,12 @@ class DistillationTrainer(Trainer):
                 for s, t in pairs]  # fmt: skip
         return torch.stack(maps).mean()
 
-    def token_losses(self, student_out, teacher_out, labels, attention_mask, num_items_in_batch):
+    def token_losses(self, student_out, teacher_out, labels, attention_mask, num_items_in_batch, head=None):
         """Causal LM losses over the real tokens: position t predicts token t + 1 where labels[t + 1] != -100.
 
         Each loss is a sum over those tokens divided by `num_items_in_batch` (the Trainer's count over the whole
         accumulated batch, and across processes), so accumulation 2 x 4 gives the gradients of one batch of 8.
+        With `head` (the student's lm_head), the logits come from the final hidden states chunk by chunk.
         """
         if labels is None:
             raise UsageError("Token-level distillation needs `labels` in each batch (the input ids, -100 at padding).")
@@ -199,16 +207,11 @@ class DistillationTrainer(Trainer):
         def reduce(per_token: torch.Tensor) -> torch.Tensor:
             return per_token.sum() / denominator
 
-        s_logits = student_out.logits[:, :-1][mask]
-        parts = {}
-        if args.distill_weight > 0:
-            t_logits = teacher_out.logits[:, :-1][mask].to(s_logits.device)
-            parts["distill"] = reduce(
-                losses.token_divergence(s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta)
-            )
-            del t_logits
-        if args.hard_label_weight > 0:
-            parts["hard"] = reduce(losses.next_token_cross_entropy(s_logits, labels[:, 1:][mask]))
+        if head is not None:
+            parts = self._chunked_logit_losses(student_out, teacher_out, labels, mask, head)
+            parts = {name: value / denominator for name, value in parts.items()}
+        else:
+            parts = self._logit_losses(student_out, teacher_out, labels, mask, reduce)
         pairs = sorted(self.layer_map.items())
         if args.hidden_weight > 0 or args.cosine_weight > 0:
             s_states = [student_out.hidden_states[s + 1][:, :-1][mask] for s, _ in pairs]
@@ -227,6 +230,61 @@ class DistillationTrainer(Trainer):
             parts["attention"] = self._attention_loss(student_out, teacher_out, attention_mask, pairs)
         return parts
 
+    def _logit_losses(self, student_out, teacher_out, labels, mask, reduce) -> dict[str, torch.Tensor]:
+        args = self.args
+        s_logits = student_out.logits[:, :-1][mask]
+        parts = {}
+        if args.distill_weight > 0:
+            t_logits = teacher_out.logits[:, :-1][mask].to(s_logits.device)
+            parts["distill"] = reduce(
+                losses.token_divergence(s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta)
+            )
+            del t_logits
+        if args.hard_label_weight > 0:
+            parts["hard"] = reduce(losses.next_token_cross_entropy(s_logits, labels[:, 1:][mask]))
+        return parts
+
+    def _chunked_logit_losses(self, student_out, teacher_out, labels, mask, head) -> dict[str, torch.Tensor]:
+        """Summed KD and cross-entropy losses, `loss_chunk_tokens` real tokens at a time.
+
+        Each chunk's logits (student and teacher) exist only inside a checkpointed function: the backward pass
+        recomputes them chunk by chunk, so peak memory holds one chunk's logits instead of the batch's.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        args = self.args
+        s_hidden = student_out.hidden_states[-1][:, :-1][mask]
+        t_hidden = teacher_out.hidden_states[-1][:, :-1][mask].to(s_hidden.device)
+        targets = labels[:, 1:][mask]
+        teacher_head = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()
+        use_kd, use_ce = args.distill_weight > 0, args.hard_label_weight > 0
+
+        def chunk_losses(s_h, t_h, y):
+            s_logits = head(s_h)
+            zero = s_logits.new_zeros((), dtype=torch.float32)
+            kd = ce = zero
+            if use_kd:
+                with torch.no_grad():
+                    t_logits = teacher_head(t_h)
+                kd = losses.token_divergence(s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta)
+                kd = kd.sum()
+            if use_ce:
+                ce = losses.next_token_cross_entropy(s_logits, y).sum()
+            return torch.stack([kd, ce])
+
+        total = s_hidden.new_zeros(2, dtype=torch.float32)
+        size = args.loss_chunk_tokens
+        for start in range(0, s_hidden.shape[0], size):
+            end = start + size
+            total = total + checkpoint(chunk_losses, s_hidden[start:end], t_hidden[start:end], targets[start:end],
+                                       use_reentrant=False)  # fmt: skip
+        parts = {}
+        if use_kd:
+            parts["distill"] = total[0]
+        if use_ce:
+            parts["hard"] = total[1]
+        return parts
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_count:
             for name, total in self._loss_sums.items():
@@ -234,6 +292,21 @@ class DistillationTrainer(Trainer):
             self._loss_sums.clear()
             self._loss_count = 0
         super().log(logs, start_time)
+
+
+def check_chunkable(model, role: str) -> None:
+    """The chunked loss takes lm_head of the final hidden states: the logits must be exactly that."""
+    import inspect
+
+    config = model.config.get_text_config()
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        raise UsageError(f"The {role} ({config.model_type}) cannot compute partial logits; drop --loss-chunk-tokens.")
+    for key in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
+        if getattr(config, key, None) not in (None, 1.0):
+            raise UsageError(
+                f"The {role} ({config.model_type}) transforms its logits ({key}); --loss-chunk-tokens does not "
+                "support it."
+            )
 
 
 def is_causal_lm(model) -> bool:
