@@ -130,6 +130,7 @@ def test_wanda_on_a_classifier_with_padding(tmp_path, tiny_teacher_dir, tiny_glu
         (["--method", "obs"], "Unknown pruning method 'obs'"),
         (["--method", "wanda", "--structure", "3:4", "--modules", "q_proj"], ""),  # valid: q_proj widths are 32
         (["--recovery-steps", "5"], "--recovery-steps applies to one-shot methods"),
+        (["--structure", "4:8"], "other n:m patterns need --method magnitude, wanda or sparsegpt"),
     ],
 )
 def test_bad_one_shot_settings_fail_fast(tmp_path, tiny_lm_dirs, text_files, extra, message):

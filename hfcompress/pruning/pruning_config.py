@@ -101,7 +101,10 @@ class PruningConfig:
         if self.scope not in SCOPES:
             raise UsageError(f"Unknown scope '{self.scope}'; choose global or per-layer.")
         if self.structure not in STRUCTURES:
-            raise UsageError(f"Unknown structure '{self.structure}'; choose one of: {', '.join(STRUCTURES)}.")
+            extra = (
+                " (other n:m patterns need --method magnitude, wanda or sparsegpt)" if ":" in self.structure else ""
+            )
+            raise UsageError(f"Unknown structure '{self.structure}'; choose one of: {', '.join(STRUCTURES)}{extra}.")
         if self.structure == "2:4" and self.sparsity != 0.5:
             raise UsageError(
                 f"2:4 pruning removes exactly half the weights; pass --sparsity 0.5, not {self.sparsity}."
