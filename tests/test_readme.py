@@ -44,4 +44,4 @@ def test_python_block_runs(tmp_path, code):
     project, result = _run(tmp_path, code)
     assert (project / "runs" / "tiny-lm-ft" / "compression.json").is_file()
     perplexity = float(result.stdout.strip().splitlines()[-1].split()[0])
-    assert 1 < perplexity < 1000
+    assert 1 < perplexity < 700  # uniform over the 1,000-token vocabulary would be 1,000
