@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[dev,onnx,bnb]"
+	$(PIP) install --quiet -e ".[dev,onnx,bnb,torchao]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -27,6 +27,38 @@ def saved_size_bytes(model) -> int:
         return weights_size_bytes(tmp)
 
 
+def memory_bytes(model) -> int:
+    """Bytes of parameters and buffers as they sit in memory (tied weights once), counting the scales that
+    bitsandbytes keeps beside its weights and the inner tensors (data, scales) of torchao's tensor subclasses."""
+    total, seen = 0, set()
+    for tensor in [*model.parameters(), *model.buffers()]:
+        for part in [tensor, *_quant_tensors(tensor)]:
+            if id(part) not in seen:
+                seen.add(id(part))
+                total += _tensor_bytes(part)
+    return total
+
+
+def _tensor_bytes(tensor) -> int:
+    data = tensor.data if isinstance(tensor, torch.nn.Parameter) else tensor
+    if type(data) is not torch.Tensor and hasattr(data, "__tensor_flatten__"):
+        names, _ = data.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(data, name)) for name in names)
+    return data.numel() * data.element_size()
+
+
+def _quant_tensors(tensor) -> list[torch.Tensor]:
+    found = []
+    scb = getattr(tensor, "SCB", None)
+    if isinstance(scb, torch.Tensor):
+        found.append(scb)
+    state = getattr(tensor, "quant_state", None)
+    while state is not None:
+        found += [t for t in (getattr(state, "absmax", None), getattr(state, "code", None)) if t is not None]
+        state = getattr(state, "state2", None) if getattr(state, "nested", False) else None
+    return found
+
+
 def median_latency_ms(run: Callable[[], object], warmup: int = 2, repeats: int = 10) -> float:
     """Median wall time of `run()` in milliseconds, after `warmup` untimed calls."""
     for _ in range(warmup):

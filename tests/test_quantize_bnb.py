@@ -8,8 +8,9 @@ import torch
 from conftest import tiny_classifier
 
 from hfcompress.errors import HfcompressError, UsageError
+from hfcompress.measure import memory_bytes
 from hfcompress.quantization import BnbInt8Config, BnbNf4Config, quantize
-from hfcompress.quantization.bnb import load_bnb, memory_bytes
+from hfcompress.quantization.bnb import load_bnb
 
 TEXTS = [("a gripping, beautifully acted film",), ("dull and far too long",), ("fine",),
          ("the cast is wonderful, but the script gives them nothing to do for most of the second hour",)]  # fmt: skip

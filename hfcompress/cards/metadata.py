@@ -89,7 +89,7 @@ def card_tags(report: dict, task, data: dict, backend: str, config: dict) -> lis
     if "distillation" in methods:
         tags += ["distillation", "knowledge-distillation"]
     sparsity = report["result"].get("sparsity") or {}
-    if "pruning" in methods or sparsity:
+    if any(method.endswith("pruning") for method in methods) or sparsity:
         tags.append("pruning")
         if sparsity and sparsity.get("structure") != "ffn":
             tags += ["sparsity", f"{sparsity.get('structure', 'unstructured').replace(':', '-')}-sparsity"]
@@ -98,8 +98,8 @@ def card_tags(report: dict, task, data: dict, backend: str, config: dict) -> lis
         bits = quantization_words(report, config)
         if backend == "onnxruntime":
             tags += ["onnx", "onnxruntime"]
-        if backend == "bitsandbytes":
-            tags.append("bitsandbytes")
+        if backend in ("bitsandbytes", "torchao"):
+            tags.append(backend)
         tags += bits
     return list(dict.fromkeys(tags))
 

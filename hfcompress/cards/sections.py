@@ -55,6 +55,7 @@ def summary(report: dict, output_dir: Path, task, config: dict, backend: str) ->
     form = {
         "onnxruntime": ", as an ONNX graph for ONNX Runtime",
         "bitsandbytes": ", with bitsandbytes-quantized weights",
+        "torchao": ", with torchao-quantized weights",
     }
     chain = []
     for step in report.get("steps") or []:
@@ -308,6 +309,12 @@ def limitations(report: dict, task, data: dict, backend: str) -> list[str]:
         items.append(
             f"bitsandbytes kernels are built for GPUs: on CPU a bitsandbytes model is slower than fp32{measured} "
             "and only saves memory. Loading it needs `pip install bitsandbytes`."
+        )
+    if backend == "torchao":
+        items.append(
+            "The weights are torchao tensor subclasses in safetensors: `from_pretrained` restores them from "
+            "config.json's quantization_config and needs `pip install torchao` (0.15 or newer). Speed depends on "
+            "torchao's kernels for your device (see the latency rows)."
         )
     if backend == "onnxruntime":
         static = "static" in " ".join(f"{k}={v}" for step in steps for k, v in (step.get("settings") or {}).items())

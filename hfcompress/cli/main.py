@@ -31,6 +31,13 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def quiet_optional_kernels() -> None:
+    """torchao, when installed, is imported by transformers on every model load and warns that its GPU-only
+    kernels (and torch's pytree registrations) are missing; none of it matters on CPU, so only errors show."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -46,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print_error(name, f"unknown command '{name}'; choose one of: {', '.join(COMMANDS)}.")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_optional_kernels()
     module = importlib.import_module(f"hfcompress.cli.{name}")
     try:
         return module.run(rest)

@@ -9,7 +9,8 @@ DESCRIPTION = (
     "Gradual magnitude pruning (Zhu & Gupta's cubic schedule) while fine-tuning on the task, or while "
     "distilling from --teacher: unstructured or 2:4 sparsity, or FFN neuron / attention head removal that makes "
     "the model smaller and faster. Or one-shot pruning from calibration data, block by block (--method magnitude, "
-    "wanda or sparsegpt; unstructured or n:m), with optional --recovery-steps of distillation. Every "
+    "wanda or sparsegpt; unstructured or n:m), or Minitron-style width/depth pruning from activation importance "
+    "(--structure width|depth), each with optional --recovery-steps of distillation. Every "
     "transformers TrainingArguments flag is accepted."
 )
 

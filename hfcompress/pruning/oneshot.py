@@ -95,11 +95,32 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
-def run_oneshot(model_args, data_args, pruning, teacher_args, args, command: str = "") -> dict:
+@dataclasses.dataclass
+class Prepared:
+    """What every calibration-based pruning run has loaded and checked before its long work starts."""
+
+    task: object
+    runs: int
+    output_dir: Path
+    trainer_args: object
+    model_name: str
+    teacher_name: str | None
+    splits: object
+    tokenizer: object
+    model: torch.nn.Module
+    train: object
+    batches: list[dict]
+    source_dir: str | None
+    source: dict
+
+
+def prepare_calibration(model_args, data_args, teacher_args, args, samples: int, check) -> Prepared:
+    """Load and check everything, draw calibration batches and measure the unpruned model.
+
+    `check(model)` runs on the loaded model before any data is tokenized or measured (bad targets fail fast).
+    """
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
-    n_m = parse_n_m(pruning.structure)
-    sparsity = 1 - n_m[0] / n_m[1] if n_m else pruning.sparsity
     output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
     trainer_args = trainer_args_without_push(args)
     model_name, teacher_name, splits, tokenizer = prepare_pair(
@@ -109,74 +130,107 @@ def run_oneshot(model_args, data_args, pruning, teacher_args, args, command: str
     if fresh:
         raise UsageError(f"'{model_name}' is not fine-tuned for {task.name}; one-shot pruning needs a trained model.")
     model.eval()
-    modules = prunable_modules(model, pruning.modules)
-    check_n_m(modules, n_m)
+    check(model)
     train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
     if len(train) == 0:
         raise UsageError("The training data gave no calibration samples; one-shot pruning needs some.")
-    batches = calibration_batches(train, task.collator(tokenizer), pruning.calibration_samples,
-                                  args.per_device_eval_batch_size, args.seed)  # fmt: skip
-
+    batches = calibration_batches(train, task.collator(tokenizer), samples, args.per_device_eval_batch_size,
+                                  args.seed)  # fmt: skip
     source_dir = model_name if Path(model_name).is_dir() else None
     source = measure(model, tokenizer, task, splits, "original", model_name, source_dir, runs,
                      model_args.max_seq_length)  # fmt: skip
-    started = time.perf_counter()
-    prune = prune_one_block(pruning.method, sparsity, n_m, pruning.sparsegpt_block_size, pruning.dampening)
-    blocks = prune_block_by_block(model, batches, modules, prune, hessian=pruning.method == "sparsegpt")
-    seconds = time.perf_counter() - started
-    before_recovery = None
-    if pruning.recovery_steps:
-        before_recovery = task.evaluate(model, tokenizer, splits, model_args.max_seq_length)
-        model = _recover(model, modules, teacher_name or model_name, task, model_args, train, tokenizer,
-                         dataclasses.replace(trainer_args, max_steps=pruning.recovery_steps))  # fmt: skip
-    save_artifact(model, tokenizer, output_dir, args if pruning.recovery_steps else None)
+    return Prepared(task, runs, output_dir, trainer_args, model_name, teacher_name, splits, tokenizer, model, train,
+                    batches, source_dir, source)  # fmt: skip
 
-    result = measure(model, tokenizer, task, splits, "pruned", str(output_dir), output_dir, runs,
+
+def recover_and_save(p: Prepared, model, model_args, args, steps: int, fixed_masks=None):
+    """Optionally distil `steps` steps from the unpruned model (or --teacher), then save; returns
+    (model, metrics before recovery or None)."""
+    before = None
+    if steps:
+        before = p.task.evaluate(model, p.tokenizer, p.splits, model_args.max_seq_length)
+        model = _recover(model, fixed_masks, p.teacher_name or p.model_name, p.task, model_args, p.train,
+                         p.tokenizer, dataclasses.replace(p.trainer_args, max_steps=steps))  # fmt: skip
+    save_artifact(model, p.tokenizer, p.output_dir, args if steps else None)
+    return model, before
+
+
+def finish_calibrated(p: Prepared, model, model_args, args, command, step_method, settings, title, extra=None):
+    """Measure the saved model, write the report and card, push if asked; returns the report."""
+    result = measure(model, p.tokenizer, p.task, p.splits, "pruned", str(p.output_dir), p.output_dir, p.runs,
                      model_args.max_seq_length)  # fmt: skip
-    result["sparsity"] = {
-        "structure": pruning.structure,
-        "scope": "per-layer" if pruning.method == "magnitude" and not n_m else "per-row",
-        **sparsity_report(output_dir / "model.safetensors", list(modules)),
-        "compressed_size_bytes": compressed_size(output_dir / "model.safetensors"),
-        "compression": "zlib level 6 (gzip's deflate) of model.safetensors",
-        "note": DENSE_NOTE,
-    }
-    if source_dir and (Path(source_dir) / "model.safetensors").is_file():
-        source["compressed_size_bytes"] = compressed_size(Path(source_dir) / "model.safetensors")
-    settings = {
-        "method": pruning.method, "sparsity": sparsity, "structure": pruning.structure, "modules": pruning.modules,
-        "calibration_samples": sum(len(b["input_ids"]) for b in batches),
-        "calibration_tokens_per_sample": int(batches[0]["input_ids"].shape[1]), "seed": args.seed,
-        "pruning_seconds": round(seconds, 2), "peak_rss_bytes": _peak_rss_bytes(), "blocks": blocks,
-    }  # fmt: skip
-    if pruning.method == "sparsegpt":
-        settings.update(dampening=pruning.dampening, block_size=pruning.sparsegpt_block_size)
-    if pruning.recovery_steps:
-        settings.update(recovery_steps=pruning.recovery_steps, teacher=teacher_name or model_name,
-                        learning_rate=args.learning_rate, metrics_before_recovery=before_recovery)  # fmt: skip
-    step = {"method": "oneshot-pruning", "model": model_name, "settings": settings,
-            "parameters": result["parameters"], "size_bytes": result["size_bytes"],
-            "sparsity": result["sparsity"]["global"]}  # fmt: skip
-    lineage, origin = upstream(model_name)
-    report = build_report(task, command, source, result, [*lineage, step], latency_info(runs, task), origin)
-    report["data"] = task.data_source()
-    title = f"One-shot pruning ({pruning.method}" + (", with recovery)" if pruning.recovery_steps else ")")
-    finish_run(report, output_dir, args, title, source_dir=source_dir)
+    result.update(extra(result) if extra else {})
+    if p.source_dir and (Path(p.source_dir) / "model.safetensors").is_file():
+        p.source["compressed_size_bytes"] = compressed_size(Path(p.source_dir) / "model.safetensors")
+    step = {"method": step_method, "model": p.model_name, "settings": settings,
+            "parameters": result["parameters"], "size_bytes": result["size_bytes"]}  # fmt: skip
+    if "sparsity" in result:
+        step["sparsity"] = result["sparsity"]["global"]
+    lineage, origin = upstream(p.model_name)
+    report = build_report(p.task, command, p.source, result, [*lineage, step], latency_info(p.runs, p.task), origin)
+    report["data"] = p.task.data_source()
+    finish_run(report, p.output_dir, args, title, source_dir=p.source_dir)
     return report
 
 
+def calibration_settings(p: Prepared, seconds: float) -> dict:
+    return {"calibration_samples": sum(len(b["input_ids"]) for b in p.batches),
+            "calibration_tokens_per_sample": int(p.batches[0]["input_ids"].shape[1]),
+            "pruning_seconds": round(seconds, 2), "peak_rss_bytes": _peak_rss_bytes()}  # fmt: skip
+
+
+def run_oneshot(model_args, data_args, pruning, teacher_args, args, command: str = "") -> dict:
+    n_m = parse_n_m(pruning.structure)
+    sparsity = 1 - n_m[0] / n_m[1] if n_m else pruning.sparsity
+    modules = {}
+
+    def check(model):
+        modules.update(prunable_modules(model, pruning.modules))
+        check_n_m(modules, n_m)
+
+    p = prepare_calibration(model_args, data_args, teacher_args, args, pruning.calibration_samples, check)
+    started = time.perf_counter()
+    prune = prune_one_block(pruning.method, sparsity, n_m, pruning.sparsegpt_block_size, pruning.dampening)
+    blocks = prune_block_by_block(p.model, p.batches, modules, prune, hessian=pruning.method == "sparsegpt")
+    seconds = time.perf_counter() - started
+    model, before_recovery = recover_and_save(p, p.model, model_args, args, pruning.recovery_steps, modules)
+
+    def sparsity_entry(result):
+        weights = p.output_dir / "model.safetensors"
+        return {"sparsity": {
+            "structure": pruning.structure,
+            "scope": "per-layer" if pruning.method == "magnitude" and not n_m else "per-row",
+            **sparsity_report(weights, list(modules)),
+            "compressed_size_bytes": compressed_size(weights),
+            "compression": "zlib level 6 (gzip's deflate) of model.safetensors",
+            "note": DENSE_NOTE,
+        }}  # fmt: skip
+
+    settings = {"method": pruning.method, "sparsity": sparsity, "structure": pruning.structure,
+                "modules": pruning.modules, "seed": args.seed, **calibration_settings(p, seconds),
+                "blocks": blocks}  # fmt: skip
+    if pruning.method == "sparsegpt":
+        settings.update(dampening=pruning.dampening, block_size=pruning.sparsegpt_block_size)
+    if pruning.recovery_steps:
+        settings.update(recovery_steps=pruning.recovery_steps, teacher=p.teacher_name or p.model_name,
+                        learning_rate=args.learning_rate, metrics_before_recovery=before_recovery)  # fmt: skip
+    title = f"One-shot pruning ({pruning.method}" + (", with recovery)" if pruning.recovery_steps else ")")
+    return finish_calibrated(p, model, model_args, args, command, "oneshot-pruning", settings, title, sparsity_entry)
+
+
 def _recover(model, modules, teacher_name, task, model_args, train, tokenizer, trainer_args):
-    """Distil from the unpruned model for a few steps, pruned weights held at zero."""
+    """Distil from the unpruned model for a few steps, pruned weights (if `modules`) held at zero."""
     from ..distillation import DistillationTrainer
 
     teacher, _ = load_for_task(teacher_name, task, model_args)
-    callback = FixedMaskCallback(modules)
+    callback = FixedMaskCallback(modules) if modules else None
     model.train()
     trainer = DistillationTrainer(model=model, teacher=teacher, args=trainer_args, train_dataset=train,
                                   processing_class=tokenizer, data_collator=task.collator(tokenizer),
-                                  callbacks=[callback])  # fmt: skip
+                                  callbacks=[callback] if callback else None)  # fmt: skip
     trainer.train()
-    callback.apply()
+    if callback:
+        callback.apply()
     model = trainer.model
     model.eval()
     return model

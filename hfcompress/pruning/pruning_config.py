@@ -11,6 +11,7 @@ STRUCTURES = ("unstructured", "2:4", "ffn", "heads")
 SCOPES = ("global", "per-layer")
 METHODS = ("gradual", "magnitude", "wanda", "sparsegpt")
 ONESHOT_STRUCTURES = ("unstructured", "2:4", "4:8")  # any n:m is accepted for one-shot methods
+STRUCTURED = ("width", "depth")  # Minitron-style: one shot from activation importance, then optional recovery
 
 
 @dataclass
@@ -50,7 +51,9 @@ class PruningConfig:
         metadata={
             "help": "unstructured (any weight), 2:4 (2 of every 4 consecutive input weights, sparsity 0.5), "
             "ffn (remove FFN neurons; the saved model is smaller and faster) or heads (remove attention heads; "
-            "families whose config states head_dim, such as Llama and Qwen2)."
+            "families whose config states head_dim, such as Llama and Qwen2). Minitron-style, in one shot from "
+            "activation importance on calibration data: width (--ffn-size, --num-heads, --num-kv-heads, "
+            "--hidden-size; Llama, Mistral, Qwen2/3) or depth (--num-layers; any family)."
         },
     )
     modules: str | None = field(
@@ -61,8 +64,21 @@ class PruningConfig:
         },
     )
     ffn_size: int | None = field(
-        default=None, metadata={"help": "structure ffn: target intermediate size (instead of --sparsity)."}
+        default=None,
+        metadata={"help": "structure ffn or width: target intermediate size (ffn: instead of --sparsity)."},
     )
+    num_heads: int | None = field(
+        default=None,
+        metadata={"help": "structure width: query heads to keep per layer (a multiple of the key/value heads kept)."},
+    )
+    num_kv_heads: int | None = field(
+        default=None,
+        metadata={"help": "structure width: key/value head groups to keep per layer (each with its query heads)."},
+    )
+    hidden_size: int | None = field(
+        default=None, metadata={"help": "structure width: hidden (embedding) channels to keep."}
+    )
+    num_layers: int | None = field(default=None, metadata={"help": "structure depth: blocks to keep."})
 
     calibration_samples: int = field(
         default=128, metadata={"help": "One-shot methods: calibration samples (causal LMs: blocks of --block-size)."}
@@ -84,9 +100,13 @@ class PruningConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise UsageError(f"Unknown pruning method '{self.method}'; choose one of: {', '.join(METHODS)}.")
+        if self.structure in STRUCTURED:
+            self._check_structured()
+            return
         if self.method != "gradual":
             self._check_oneshot()
             return
+        self._no_targets("gradual pruning")
         if self.sparsity is None:
             self.sparsity = 0.5 if self.structure == "2:4" else 0.9
         if not 0.0 <= self.sparsity < 1.0:
@@ -104,7 +124,8 @@ class PruningConfig:
             extra = (
                 " (other n:m patterns need --method magnitude, wanda or sparsegpt)" if ":" in self.structure else ""
             )
-            raise UsageError(f"Unknown structure '{self.structure}'; choose one of: {', '.join(STRUCTURES)}{extra}.")
+            choices = ", ".join(STRUCTURES + STRUCTURED)
+            raise UsageError(f"Unknown structure '{self.structure}'; choose one of: {choices}{extra}.")
         if self.structure == "2:4" and self.sparsity != 0.5:
             raise UsageError(
                 f"2:4 pruning removes exactly half the weights; pass --sparsity 0.5, not {self.sparsity}."
@@ -119,6 +140,42 @@ class PruningConfig:
             raise UsageError(f"update_frequency must be at least 1, got {self.update_frequency}.")
         if self.end_step is not None and self.end_step <= self.start_step:
             raise UsageError(f"end_step ({self.end_step}) must come after start_step ({self.start_step}).")
+
+    def _no_targets(self, what: str) -> None:
+        for name in ("num_heads", "num_kv_heads", "hidden_size", "num_layers"):
+            if getattr(self, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(f"{flag} applies to --structure width or depth, not to {what}.")
+
+    def _check_structured(self) -> None:
+        if self.method != "gradual":
+            raise UsageError(
+                f"--structure {self.structure} prunes in one shot from activation importance; leave out "
+                f"--method {self.method}."
+            )
+        if self.sparsity is not None:
+            raise UsageError(f"--structure {self.structure} takes target sizes, not --sparsity.")
+        width = (self.ffn_size, self.num_heads, self.num_kv_heads, self.hidden_size)
+        if self.structure == "width":
+            if self.num_layers is not None:
+                raise UsageError("--num-layers applies to --structure depth.")
+            if all(v is None for v in width):
+                raise UsageError(
+                    "--structure width needs a target: --ffn-size, --num-heads, --num-kv-heads or --hidden-size."
+                )
+        else:
+            if any(v is not None for v in width):
+                raise UsageError("--structure depth takes --num-layers only; the width targets apply to width.")
+            if self.num_layers is None:
+                raise UsageError("--structure depth needs --num-layers (the number of blocks to keep).")
+        for name in ("ffn_size", "num_heads", "num_kv_heads", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+        if self.calibration_samples < 1:
+            raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}.")
+        if self.recovery_steps < 0:
+            raise UsageError(f"--recovery-steps must be 0 or more, got {self.recovery_steps}.")
 
     def _check_oneshot(self) -> None:
         from .oneshot_scores import parse_n_m
@@ -154,6 +211,7 @@ class PruningConfig:
             raise UsageError(f"--recovery-steps must be 0 or more, got {self.recovery_steps}.")
         if self.ffn_size is not None:
             raise UsageError("--ffn-size only applies to --structure ffn with gradual pruning.")
+        self._no_targets(f"--method {self.method}")
 
     def resolve_end_step(self, max_steps: int) -> int:
         """The end step for a run of `max_steps` optimizer steps, checked against that run."""

@@ -57,6 +57,10 @@ def run_prune(
     command: str = "",
 ):
     """Prune `model_args.model` gradually while training on the task (with or without a teacher), or in one shot."""
+    if pruning.structure in ("width", "depth"):
+        from .minitron import run_structured
+
+        return run_structured(model_args, data_args, pruning, teacher_args, args, command)
     if pruning.method != "gradual":
         from .oneshot import run_oneshot
 

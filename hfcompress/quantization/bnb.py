@@ -78,6 +78,9 @@ def plan_modules(model_name: str, config: BnbConfig, trust_remote_code: bool = F
     if isinstance(config, BnbNf4Config) and device() == "cpu":
         block_in, block_out = CPU_4BIT_BLOCK
         unsupported = [n for n, m in linear.items() if _in_out(m)[0] % block_in or _in_out(m)[1] % block_out]
+    elif config.backend == "torchao":  # torchao quantizes nn.Linear only; int4 needs whole groups of inputs
+        group = config.group_size if config.method == "torchao-int4-weight" else 1
+        unsupported = [n for n, m in linear.items() if type(m) is not torch.nn.Linear or _in_out(m)[0] % group]
     skip = sorted(set(head) | set(config.skip_modules or []) | set(unsupported))
     quantized = [n for n in linear if _should_convert(n, skip)]
     return {"quantized": quantized, "kept": sorted(set(linear) - set(quantized)), "skip_patterns": skip,
@@ -161,33 +164,6 @@ def bnb_logits_fn(model):
             return logits(batch)
 
     return quiet_logits
-
-
-def memory_bytes(model) -> int:
-    """Bytes of parameters and buffers, plus bitsandbytes' scales (absmax, SCB) stored beside the weights."""
-    total, seen = 0, set()
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        total += tensor.numel() * tensor.element_size()
-        for extra in _quant_tensors(tensor):
-            if id(extra) not in seen:
-                seen.add(id(extra))
-                total += extra.numel() * extra.element_size()
-    return total
-
-
-def _quant_tensors(tensor) -> list[torch.Tensor]:
-    found = []
-    scb = getattr(tensor, "SCB", None)
-    if isinstance(scb, torch.Tensor):
-        found.append(scb)
-    state = getattr(tensor, "quant_state", None)
-    while state is not None:
-        found += [t for t in (getattr(state, "absmax", None), getattr(state, "code", None)) if t is not None]
-        state = getattr(state, "state2", None) if getattr(state, "nested", False) else None
-    return found
 
 
 def _logits(model, batches) -> list:

@@ -126,11 +126,57 @@ class BnbNf4Config(BnbConfig):
             )
 
 
-CONFIGS = {cls.method: cls for cls in (OnnxDynamicInt8Config, OnnxStaticInt8Config, BnbInt8Config, BnbNf4Config)}
+@dataclass
+class TorchaoConfig:
+    """torchao weight quantization applied at load (`transformers.TorchAoConfig`), saved as safetensors."""
+
+    skip_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "More module names to keep in full precision (the head always is)."},
+    )
+    group_size: int = field(default=32, metadata={"help": "int4: weights sharing one scale (32, 64, 128 or 256)."})
+
+    backend: ClassVar[str] = "torchao"
+    method: ClassVar[str] = ""
+
+    def __post_init__(self):
+        if self.group_size not in (32, 64, 128, 256):
+            raise UsageError(f"The int4 group size must be 32, 64, 128 or 256, got {self.group_size}.")
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, **asdict(self)}
+
+
+@dataclass
+class TorchaoInt8WeightConfig(TorchaoConfig):
+    """int8 weights with one scale per output row; activations stay in floating point."""
+
+    method: ClassVar[str] = "torchao-int8-weight"
+
+
+@dataclass
+class TorchaoInt8DynamicConfig(TorchaoConfig):
+    """int8 weights, and activations quantized to int8 per token at run time."""
+
+    method: ClassVar[str] = "torchao-int8-dynamic"
+
+
+@dataclass
+class TorchaoInt4WeightConfig(TorchaoConfig):
+    """int4 weights in groups of `group_size` inputs, each group with its own scale."""
+
+    method: ClassVar[str] = "torchao-int4-weight"
+
+
+CONFIGS = {
+    cls.method: cls
+    for cls in (OnnxDynamicInt8Config, OnnxStaticInt8Config, BnbInt8Config, BnbNf4Config, TorchaoInt8WeightConfig,
+                TorchaoInt8DynamicConfig, TorchaoInt4WeightConfig)
+}  # fmt: skip
 METHODS = tuple(CONFIGS)
 
 
-def config_for_method(method: str, **settings) -> OnnxConfig | BnbConfig:
+def config_for_method(method: str, **settings) -> OnnxConfig | BnbConfig | TorchaoConfig:
     """The config of `method` ("onnx-int8-dynamic", ...) with `settings`; unknown methods are refused."""
     if method not in CONFIGS:
         raise UsageError(f"Unknown quantization method '{method}'; choose one of: {', '.join(METHODS)}.")

@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HfcompressError, UsageError
-from .configs import BnbConfig, OnnxConfig
+from .configs import BnbConfig, OnnxConfig, TorchaoConfig
 
 
-def require_backend(config: OnnxConfig | BnbConfig) -> None:
+def require_backend(config: OnnxConfig | BnbConfig | TorchaoConfig) -> None:
     """Import the backend `config` needs, or say in one sentence how to install it."""
     if isinstance(config, OnnxConfig):
         try:
@@ -25,16 +25,20 @@ def require_backend(config: OnnxConfig | BnbConfig) -> None:
         from .bnb import require_bitsandbytes
 
         require_bitsandbytes()
+    elif isinstance(config, TorchaoConfig):
+        from .torchao import require_torchao
+
+        require_torchao()
     else:
         raise UsageError(
             f"Unknown quantization config {type(config).__name__}; pass an OnnxDynamicInt8Config, "
-            "OnnxStaticInt8Config, BnbInt8Config or BnbNf4Config."
+            "OnnxStaticInt8Config, BnbInt8Config, BnbNf4Config or a Torchao*Config."
         )
 
 
 def quantize(
     model_or_path,
-    config: OnnxConfig | BnbConfig,
+    config: OnnxConfig | BnbConfig | TorchaoConfig,
     output_dir: str | os.PathLike,
     tokenizer=None,
     calibration_texts=None,
@@ -42,7 +46,8 @@ def quantize(
     max_length: int = 128,
     trust_remote_code: bool = False,
 ) -> dict:
-    """Quantize a sequence classifier into `output_dir` and return what was done and checked.
+    """Quantize a classifier (any method) or a causal LM (bitsandbytes, torchao) into `output_dir`; returns what
+    was done and checked.
 
     `model_or_path` is a Hub id, alias, local folder or an in-memory `PreTrainedModel` (then pass its
     `tokenizer`). `calibration_texts` (rows of one or two strings from the task's train split) calibrate
@@ -57,6 +62,11 @@ def quantize(
                 raise UsageError(f"{config.method} calibrates on the task's train split; pass calibration_texts.")
             info = quantize_onnx(model_dir, config, output_dir, tokenizer, calibration_texts, check_texts,
                                  max_length, name)  # fmt: skip
+        elif isinstance(config, TorchaoConfig):
+            from .torchao import quantize_torchao
+
+            info = quantize_torchao(model_dir, config, output_dir, tokenizer, check_texts, max_length, name,
+                                    trust_remote_code)  # fmt: skip
         else:
             from .bnb import quantize_bnb
 
@@ -67,7 +77,8 @@ def quantize(
 
 
 def quantized_backend(directory: str | os.PathLike) -> str | None:
-    """ "onnxruntime" for a folder holding model.onnx, "bitsandbytes" for a saved bitsandbytes model, else None."""
+    """ "onnxruntime" for a folder holding model.onnx, "bitsandbytes" or "torchao" for a saved model quantized by
+    them, else None."""
     import json
 
     directory = Path(directory)
@@ -76,8 +87,8 @@ def quantized_backend(directory: str | os.PathLike) -> str | None:
     config = directory / "config.json"
     if config.is_file():
         quantization = json.loads(config.read_text()).get("quantization_config") or {}
-        if quantization.get("quant_method") == "bitsandbytes":
-            return "bitsandbytes"
+        if quantization.get("quant_method") in ("bitsandbytes", "torchao"):
+            return quantization["quant_method"]
     return None
 
 

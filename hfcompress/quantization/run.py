@@ -15,7 +15,7 @@ from ..report import build_report, print_summary, summary_rows, upstream, write_
 from ..tasks import Task
 from ..tasks.causal_lm import lm_latency_ms
 from ..tasks.classification import is_causal_lm_config
-from .configs import BnbConfig, OnnxConfig, OnnxStaticInt8Config, config_for_method
+from .configs import BnbConfig, OnnxConfig, OnnxStaticInt8Config, TorchaoConfig, config_for_method
 from .quantize import quantize, require_backend
 
 logger = logging.getLogger("hfcompress")
@@ -34,7 +34,8 @@ _OPTION_METHODS = {
     "quant_type": ("bnb-nf4",),
     "double_quant": ("bnb-nf4",),
     "compute_dtype": ("bnb-nf4",),
-    "skip_modules": ("bnb-int8", "bnb-nf4"),
+    "skip_modules": ("bnb-int8", "bnb-nf4", "torchao-int8-weight", "torchao-int8-dynamic", "torchao-int4-weight"),
+    "group_size": ("torchao-int4-weight",),
 }
 
 
@@ -43,7 +44,8 @@ class QuantizeArguments:
     method: str = field(
         default=None,
         metadata={
-            "help": "onnx-int8-dynamic, onnx-int8-static (CPU, ONNX Runtime), bnb-int8 or bnb-nf4 (bitsandbytes)."
+            "help": "onnx-int8-dynamic, onnx-int8-static (CPU, ONNX Runtime), bnb-int8, bnb-nf4 (bitsandbytes), "
+            "torchao-int8-weight, torchao-int8-dynamic or torchao-int4-weight (torchao; safetensors)."
         },
     )
     output_dir: str = field(default=None, metadata={"help": "Folder to write the quantized model and its report to."})
@@ -77,12 +79,19 @@ class QuantizeArguments:
         default=None, metadata={"help": "bnb-nf4: float32 (default), bfloat16 or float16."}
     )
     skip_modules: str | None = field(
-        default=None, metadata={"help": "bitsandbytes: comma-separated module names to keep in full precision."}
+        default=None,
+        metadata={"help": "bitsandbytes, torchao: comma-separated module names to keep in full precision."},
+    )
+    group_size: int | None = field(
+        default=None, metadata={"help": "torchao-int4-weight: inputs sharing one scale (default 32)."}
     )
 
     def __post_init__(self):
         if self.method is None:
-            raise UsageError("--method is required: onnx-int8-dynamic, onnx-int8-static, bnb-int8 or bnb-nf4.")
+            raise UsageError(
+                "--method is required: onnx-int8-dynamic, onnx-int8-static, bnb-int8, bnb-nf4, torchao-int8-weight, "
+                "torchao-int8-dynamic or torchao-int4-weight."
+            )
         if self.output_dir is None:
             raise UsageError("--output-dir is required.")
         self.config = self.to_config()
@@ -136,7 +145,7 @@ def check_model(model_name: str, task: Task | None, quantization, trust_remote_c
         if isinstance(quantization, OnnxConfig):
             raise UsageError(
                 f"'{model_name}' is a causal language model; the ONNX methods export classifiers only for now, so "
-                "use --method bnb-int8 or bnb-nf4 for it."
+                "use --method bnb-int8, bnb-nf4 or a torchao method for it."
             )
         return
     check_classifier(model_name, task, trust_remote_code)
@@ -179,7 +188,7 @@ def run_quantize(
     if Path(model_name).is_dir() and Path(model_name).resolve() == output_dir.resolve():
         raise UsageError("--output-dir must be a new folder, not the folder of the model being quantized.")
     check_model(model_name, task, config, model_args.trust_remote_code)
-    if isinstance(config, BnbConfig):
+    if isinstance(config, (BnbConfig, TorchaoConfig)):
         from .bnb import check_quantizable
 
         check_quantizable(model_name, config, model_args.trust_remote_code)
@@ -238,7 +247,7 @@ def measure_source(model_name, tokenizer, task, splits, model_args, latency_runs
     """The fp32 PyTorch model as compression.json describes it, plus its memory."""
     import torch
 
-    from .bnb import memory_bytes
+    from ..measure import memory_bytes
 
     config = load_config(model_name, trust_remote_code=model_args.trust_remote_code)
     model = auto_class_for(config).from_pretrained(model_name, dtype=torch.float32,
@@ -288,8 +297,20 @@ def measure_quantized(
         if task:
             logger.info("Evaluating the %s model on %s", label, task.name)
             entry["metrics"] = task.evaluate_logits_fn(model, tokenizer, splits, max_length, set(model.input_names))
+    elif backend == "torchao":
+        from ..measure import memory_bytes
+        from .torchao import load_torchao
+
+        model = load_torchao(directory, dtype=_saved_dtype(directory), trust_remote_code=trust_remote_code)
+        latency = (lambda: _latency(model, task, latency_runs)) if latency_runs else None
+        if task:
+            logger.info("Evaluating the %s model on %s", label, task.name)
+            entry["metrics"] = task.evaluate(model, tokenizer, splits, max_length)
+            entry.update(task.extra_measurements(model, tokenizer, splits))
+        entry["memory_bytes"] = memory_bytes(model)  # with torchao's scales, not the logical int8 size only
     else:
-        from .bnb import load_bnb, memory_bytes, quiet_warnings
+        from ..measure import memory_bytes
+        from .bnb import load_bnb, quiet_warnings
 
         model = load_bnb(directory, trust_remote_code=trust_remote_code)
         entry["memory_bytes"] = memory_bytes(model)
@@ -305,6 +326,15 @@ def measure_quantized(
     if latency:
         entry["latency_ms"] = latency()
     return entry
+
+
+def _saved_dtype(directory):
+    import json
+
+    import torch
+
+    dtype = json.loads((Path(directory) / "config.json").read_text()).get("dtype") or "float32"
+    return getattr(torch, dtype, torch.float32)
 
 
 def _bnb_latency(model, task: Task | None, repeats: int) -> dict:

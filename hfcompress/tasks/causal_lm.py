@@ -298,9 +298,10 @@ class CausalLMTask(Task):
 
 
 def parameter_memory(model) -> int:
-    """Bytes of parameters and buffers (tied weights once), as the model sits in memory."""
-    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    """Bytes of parameters and buffers (tied weights once, quantized ones with their scales), as in memory."""
+    from ..measure import memory_bytes
+
+    return memory_bytes(model)
 
 
 def peak_prefill_memory(model) -> int | None:

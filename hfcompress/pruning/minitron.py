@@ -1,0 +1,107 @@
+"""`hfcompress prune --structure width|depth`: Minitron-style structured pruning, then distillation to recover.
+
+Importance comes from activations on calibration data (importance.py), the weights are sliced to the targets
+and the config rewritten (surgery.py), so the result is an ordinary, smaller checkpoint that loads with
+`from_pretrained` and runs faster on any runtime. `--recovery-steps N` distils it from the unpruned model.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..architecture import count_parameters, find_layer_list, hidden_size, num_layers
+from ..errors import UsageError
+from .importance import choose_heads, collect_importance, top_indices
+from .oneshot import calibration_settings, finish_calibrated, prepare_calibration, recover_and_save
+from .surgery import check_rebuildable, check_width_family, drop_blocks, slice_heads, slice_hidden, slice_neurons
+
+
+def width_targets(config, pruning) -> dict:
+    """The kept sizes for width pruning, each checked against the model (smaller, and expressible)."""
+    check_width_family(config)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    targets = {}
+    if pruning.ffn_size is not None:
+        if pruning.ffn_size >= config.intermediate_size:
+            raise UsageError(f"--ffn-size {pruning.ffn_size} is not below the model's {config.intermediate_size}.")
+        targets["ffn_size"] = pruning.ffn_size
+    if pruning.hidden_size is not None:
+        if pruning.hidden_size >= config.hidden_size:
+            raise UsageError(f"--hidden-size {pruning.hidden_size} is not below the model's {config.hidden_size}.")
+        targets["hidden_size"] = pruning.hidden_size
+    if pruning.num_heads is not None or pruning.num_kv_heads is not None:
+        keep_kv = pruning.num_kv_heads if pruning.num_kv_heads is not None else kv_heads
+        if keep_kv > kv_heads:
+            raise UsageError(f"--num-kv-heads {keep_kv} is more than the model's {kv_heads} key/value heads.")
+        keep_heads = pruning.num_heads if pruning.num_heads is not None else keep_kv * (heads // kv_heads)
+        if keep_heads > heads:
+            raise UsageError(f"--num-heads {keep_heads} is more than the model's {heads} attention heads.")
+        if keep_heads % keep_kv or keep_heads // keep_kv > heads // kv_heads:
+            raise UsageError(
+                f"--num-heads {keep_heads} must be a multiple of the {keep_kv} key/value heads kept, with at most "
+                f"{heads // kv_heads} query heads per key/value head (pass --num-kv-heads to drop whole groups)."
+            )
+        if (keep_heads, keep_kv) == (heads, kv_heads):
+            raise UsageError(
+                f"--num-heads {keep_heads} and --num-kv-heads {keep_kv} keep every head: nothing to prune."
+            )
+        targets.update(num_heads=keep_heads, num_kv_heads=keep_kv)
+    return targets
+
+
+def depth_target(config, pruning) -> int:
+    layers = num_layers(config)
+    if pruning.num_layers >= layers:
+        raise UsageError(f"--num-layers {pruning.num_layers} is not below the model's {layers} blocks.")
+    return pruning.num_layers
+
+
+def apply_width(model, importance, targets: dict) -> None:
+    config = model.config
+    if "num_heads" in targets:
+        kept = [choose_heads(scores, config.num_key_value_heads, targets["num_kv_heads"], targets["num_heads"])
+                for scores in importance.heads]  # fmt: skip
+        slice_heads(model, kept)
+    if "ffn_size" in targets:
+        slice_neurons(model, [top_indices(scores, targets["ffn_size"]) for scores in importance.neurons])
+    if "hidden_size" in targets:
+        slice_hidden(model, top_indices(importance.channels, targets["hidden_size"]))
+
+
+def run_structured(model_args, data_args, pruning, teacher_args, args, command: str = "") -> dict:
+    targets: dict = {}
+
+    def check(model):
+        if pruning.structure == "width":
+            targets.update(width_targets(model.config, pruning))
+        else:
+            targets["num_layers"] = depth_target(model.config, pruning)
+            find_layer_list(model)
+
+    p = prepare_calibration(model_args, data_args, teacher_args, args, pruning.calibration_samples, check)
+    model = p.model
+    before = {"parameters": count_parameters(model), "hidden_size": hidden_size(model.config),
+              "num_layers": num_layers(model.config)}  # fmt: skip
+    started = time.perf_counter()
+    importance = collect_importance(model, p.batches, width=pruning.structure == "width")
+    if pruning.structure == "width":
+        apply_width(model, importance, targets)
+        removed = None
+    else:
+        keep = sorted(top_indices(importance.blocks, targets["num_layers"]).tolist())
+        removed = sorted(set(range(before["num_layers"])) - set(keep))
+        drop_blocks(model, keep)
+    check_rebuildable(model)
+    seconds = time.perf_counter() - started
+    model, before_recovery = recover_and_save(p, model, model_args, args, pruning.recovery_steps)
+
+    settings = {"structure": pruning.structure, "targets": targets, "importance": "activation (Minitron)",
+                "seed": args.seed, **calibration_settings(p, seconds), "before": before,
+                "block_importance": [round(x, 6) for x in importance.blocks.tolist()]}  # fmt: skip
+    if removed is not None:
+        settings["removed_blocks"] = removed
+    if pruning.recovery_steps:
+        settings.update(recovery_steps=pruning.recovery_steps, teacher=p.teacher_name or p.model_name,
+                        learning_rate=args.learning_rate, metrics_before_recovery=before_recovery)  # fmt: skip
+    title = f"Structured pruning ({pruning.structure}" + (", with recovery)" if pruning.recovery_steps else ")")
+    return finish_calibrated(p, model, model_args, args, command, f"{pruning.structure}-pruning", settings, title)

@@ -1,0 +1,103 @@
+"""Minitron-style structured pruning benchmark (issue 12) on the WikiText-2 teacher of scripts/bench_causal_lm.py.
+
+Width: the teacher (hidden 256, 4 heads of 64, FFN 688, 6 layers, vocabulary 8000, 8.84 M parameters) pruned to
+about half its parameters (hidden 160, 3 heads, FFN 400) from activation importance, then distilled from the
+unpruned teacher for --recovery-steps. Depth: the same teacher cut to 3 blocks (the size of the distilled 3-layer
+student) and to 1 block (the closest depth gets to half: the untied embeddings and head alone are 4.1 M), with the
+same recovery. Perplexity on WikiText-2's test.txt as a ratio to the teacher's; prefill and decode latency of
+every model interleaved in one process (scripts/bench_lm_latency.py), so run it on an idle machine.
+
+    python scripts/bench_causal_lm.py --out runs/bench-clm        # the teacher, once
+    OMP_NUM_THREADS=2 python scripts/bench_structured.py --clm runs/bench-clm --out runs/bench-structured
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
+
+PLANS = {
+    "width-half": ["--structure", "width", "--hidden-size", "160", "--num-heads", "3", "--num-kv-heads", "3",
+                   "--ffn-size", "400"],
+    "depth-3": ["--structure", "depth", "--num-layers", "3"],
+    "depth-1": ["--structure", "depth", "--num-layers", "1"],
+}  # fmt: skip
+
+
+def hfcompress(*args) -> None:
+    command = [sys.executable, "-m", "hfcompress", *map(str, args)]
+    print("$", " ".join(command[2:]), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clm", default="runs/bench-clm", help="Output folder of scripts/bench_causal_lm.py.")
+    parser.add_argument("--out", default="runs/bench-structured")
+    parser.add_argument("--only", default=None, help="Comma-separated run names (default: all).")
+    parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as the distilled students")
+    parser.add_argument("--recovery-lr", type=float, default=1e-3)
+    parser.add_argument("--latency-rounds", type=int, default=5, help="0 skips the latency measurement")
+    parser.add_argument("--test-file", default=str(TEXT / "test.txt"))
+    args = parser.parse_args()
+    clm, out = Path(args.clm), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = clm / "teacher"
+    data = ["--task", "causal-lm", "--train-file", clm / "train.txt", "--validation-file", clm / "heldout.txt",
+            "--block-size", args.block_size, "--latency-runs", "0"]  # fmt: skip
+    recovery = ["--recovery-steps", args.recovery_steps, "--per_device_train_batch_size", "16", "--learning_rate",
+                args.recovery_lr, "--warmup_steps", "50", "--weight_decay", "0.01", "--report_to", "none",
+                "--seed", "42", "--divergence", "forward_kl", "--distill-weight", "0.5",
+                "--hard-label-weight", "0.5", "--temperature", "1.0"]  # fmt: skip
+    chosen = args.only.split(",") if args.only else list(PLANS)
+    for name in chosen:
+        if not (out / name / "compression.json").is_file():  # else finished in an earlier invocation
+            hfcompress("prune", teacher, *PLANS[name], "--calibration-samples", args.samples, *data, *recovery,
+                       "--overwrite_output_dir", "--output-dir", out / name)  # fmt: skip
+    results, folders = {}, {}
+    for name in ["teacher", *PLANS]:
+        folder = teacher if name == "teacher" else out / name
+        if not (folder / "compression.json").is_file():
+            continue
+        folders[name] = folder
+        path = out / f"test-{name}.json"
+        if not path.is_file():
+            hfcompress("evaluate", folder, "--task", "causal-lm", "--validation-file", args.test_file,
+                       "--block-size", args.block_size, "--stride", args.block_size // 2, "--latency-runs", "0",
+                       "--output-file", path)  # fmt: skip
+        measured = json.loads(path.read_text())
+        entry = {"perplexity": measured["metrics"]["perplexity"], "parameters": measured["parameters"]}
+        if name != "teacher":
+            settings = json.loads((folder / "compression.json").read_text())["steps"][-1]["settings"]
+            entry.update(targets=settings["targets"], removed_blocks=settings.get("removed_blocks"),
+                         heldout_before_recovery=settings["metrics_before_recovery"]["perplexity"],
+                         pruning_seconds=settings["pruning_seconds"])  # fmt: skip
+        results[name] = entry
+    base = results["teacher"]
+    for entry in results.values():
+        entry["ppl_vs_teacher"] = round(entry["perplexity"] / base["perplexity"], 4)
+        entry["parameters_vs_teacher"] = round(entry["parameters"] / base["parameters"], 4)
+    if args.latency_rounds:
+        latency = out / "latency.json"
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_lm_latency.py"), *map(str, folders.values()),
+                        "--rounds", str(args.latency_rounds), "--output-file", str(latency)], check=True)  # fmt: skip
+        timings = json.loads(latency.read_text())["results"]
+        for name, folder in folders.items():
+            results[name]["latency"] = timings.get(str(folder))
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for name, entry in results.items():
+        print(f"{name:12s} test ppl {entry['perplexity']:8.2f}  x teacher {entry['ppl_vs_teacher']:.3f}  "
+              f"parameters x {entry['parameters_vs_teacher']:.3f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
