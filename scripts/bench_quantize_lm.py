@@ -28,6 +28,19 @@ def hfcompress(*args) -> None:
     subprocess.run(command, check=True)
 
 
+def block_bytes(path: Path) -> int:
+    """Bytes of the tensors inside the decoder blocks (what the methods quantize; embeddings and head stay fp32)."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(path), "pt") as handle:
+        for key in handle.keys():
+            if ".layers." in key:
+                tensor = handle.get_tensor(key)
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clm", default="runs/bench-clm", help="Output folder of scripts/bench_causal_lm.py.")
@@ -56,13 +69,15 @@ def main() -> int:
                        "--block-size", args.block_size, "--stride", args.block_size // 2, "--latency-runs", "0",
                        "--output-file", path)  # fmt: skip
         measured = json.loads(path.read_text())
-        size = (folder / "model.safetensors").stat().st_size
-        results[name] = {"perplexity": measured["metrics"]["perplexity"], "size_bytes": size,
+        weights = folder / "model.safetensors"
+        results[name] = {"perplexity": measured["metrics"]["perplexity"], "size_bytes": weights.stat().st_size,
+                         "block_bytes": block_bytes(weights),
                          "memory_bytes": measured.get("memory_bytes")}  # fmt: skip
     base = results["fp32"]
     for entry in results.values():
         entry["ppl_vs_fp32"] = round(entry["perplexity"] / base["perplexity"], 4)
         entry["smaller_than_fp32"] = round(base["size_bytes"] / entry["size_bytes"], 3)
+        entry["blocks_smaller_than_fp32"] = round(base["block_bytes"] / entry["block_bytes"], 3)
     if args.latency_rounds:
         latency = out / "latency.json"
         subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_lm_latency.py"), *map(str, folders.values()),
@@ -73,7 +88,8 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for name, entry in results.items():
         print(f"{name:22s} test ppl {entry['perplexity']:8.2f}  x fp32 {entry['ppl_vs_fp32']:.4f}  "
-              f"{entry['smaller_than_fp32']:.2f}x smaller on disk")  # fmt: skip
+              f"{entry['smaller_than_fp32']:.2f}x smaller on disk, "
+              f"blocks {entry['blocks_smaller_than_fp32']:.2f}x")  # fmt: skip
     return 0
 
 
