@@ -8,7 +8,7 @@ from .arguments import DataArguments, FinetuneArguments, ModelArguments
 from .models import load_config, load_for_task, load_tokenizer
 from .pipeline import (
     as_task,
-    check_output_dir,
+    check_training_output,
     finish_run,
     latency_info,
     latency_runs_of,
@@ -39,7 +39,7 @@ def run_finetune(
     `data_args` is the CLI's DataArguments or a task object (`ClassificationTask(...)`, `CausalLMTask(...)`).
     """
     task = as_task(data_args)
-    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    output_dir = check_training_output(args)
     trainer_args = trainer_args_without_push(args)
     config = load_config(model_args.model, model_args.trust_remote_code, revision=model_args.revision)
     task.check_config(config, model_args.model)
@@ -50,6 +50,7 @@ def run_finetune(
     model, _ = load_for_task(model_args.model, task, model_args)
     model = finetune_model(model, tokenizer, splits, task, trainer_args, model_args.max_seq_length)
     args.early_stopping_result = getattr(trainer_args, "early_stopping_result", None)
+    args.training_result = getattr(trainer_args, "training_result", None)
     runs = latency_runs_of(data_args)
     result = measure(model, tokenizer, task, splits, "fine-tuned", args.output_dir, args.output_dir, runs,
                      model_args.max_seq_length)  # fmt: skip
@@ -69,6 +70,7 @@ def finetune_report(task, command: str, base: str, result: dict, args, latency_r
             "epochs": args.num_train_epochs,
             "seed": args.seed,
             **({"early_stopping": args.early_stopping_result} if getattr(args, "early_stopping_result", None) else {}),
+            **(getattr(args, "training_result", None) or {}),
         },  # fmt: skip
         "parameters": result["parameters"],
         "size_bytes": result["size_bytes"],

@@ -25,6 +25,14 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def check_training_output(args) -> Path:
+    """check_output_dir for a training run: resuming (checked here, before any work) may reuse its folder."""
+    from .training import resolve_resume
+
+    resumed = resolve_resume(args)
+    return check_output_dir(args.output_dir, args.overwrite_output_dir or bool(resumed))
+
+
 def load_data(task, need_train: bool):
     """The task's splits, checked: a train split when training, an evaluation split always."""
     return as_task(task).load_splits(need_train)
@@ -93,7 +101,9 @@ def train_model(model, tokenizer, splits, task, args, max_length: int):
         data_collator=task.collator(tokenizer),
         callbacks=[stopper] if stopper else None,
     )
-    trainer.train()
+    from .training import run_training
+
+    args.training_result = run_training(trainer, args)
     if stopper:
         args.early_stopping_result = stopper.restore(trainer.model)
     return trainer.model

@@ -8,19 +8,35 @@ from pathlib import Path
 
 from ..errors import UsageError
 
-SECRET_FLAGS = ("--hub_token", "--hub-token")
+SECRET_OPTION = "hub_token"
 
 
-def command_line(argv: list[str], name: str) -> str:
-    """The command as typed, for compression.json, with any Hub token replaced by <redacted>."""
+def _is_secret_flag(flag: str) -> bool:
+    """--hub_token, --hub-token and every abbreviation argparse accepts for them (--hub_tok, --hub-t ...)."""
+    if not flag.startswith("--"):
+        return False
+    name = flag[2:].replace("-", "_")
+    return len(name) > len("hub_") and SECRET_OPTION.startswith(name)
+
+
+def command_line(argv: list[str], name: str, secrets: tuple[str, ...] = ()) -> str:
+    """The command as typed, for compression.json, with any Hub token replaced by <redacted>.
+
+    A token is hidden after any spelling of its flag, and any of `secrets` (the parsed token, however it was
+    given) is scrubbed wherever else it appears.
+    """
     shown, hide_next = [], False
     for arg in argv:
+        arg = str(arg)
         if hide_next:
             arg, hide_next = "<redacted>", False
-        elif arg in SECRET_FLAGS:
+        elif _is_secret_flag(arg):
             hide_next = True
-        elif arg.startswith(tuple(f"{flag}=" for flag in SECRET_FLAGS)):
+        elif "=" in arg and _is_secret_flag(arg.split("=", 1)[0]):
             arg = arg.split("=", 1)[0] + "=<redacted>"
+        for secret in secrets:
+            if secret:
+                arg = arg.replace(secret, "<redacted>")
         shown.append(arg)
     return " ".join(shlex.quote(a) for a in ["hfcompress", name, *shown])
 

@@ -19,5 +19,5 @@ def run(argv: list[str]) -> int:
         DESCRIPTION,
         positional="model",
     )
-    run_distill(model_args, student_args, data_args, args, command_line(argv, "distill"))
+    run_distill(model_args, student_args, data_args, args, command_line(argv, "distill", (args.hub_token,)))
     return 0

@@ -51,7 +51,10 @@ def run(argv: list[str]) -> int:
 
 
 def _measure_fp(model_args, task, splits, tokenizer, latency_runs: int) -> dict:
+    from ..training import check_finite
+
     model, _ = load_for_task(model_args.model, task, model_args)
+    check_finite(model, model_args.model)
     directory = model_args.model if Path(model_args.model).is_dir() else None
     return measure(
         model,

@@ -11,5 +11,5 @@ def run(argv: list[str]) -> int:
     model_args, data_args, args = parse_dataclasses(
         argv, (ModelArguments, DataArguments, FinetuneArguments), "finetune", DESCRIPTION, positional="model"
     )
-    run_finetune(model_args, data_args, args, command_line(argv, "finetune"))
+    run_finetune(model_args, data_args, args, command_line(argv, "finetune", (args.hub_token,)))
     return 0

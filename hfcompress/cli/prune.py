@@ -20,5 +20,5 @@ def run(argv: list[str]) -> int:
         argv, (ModelArguments, DataArguments, PruningConfig, TeacherArguments, DistillationArguments), "prune",
         DESCRIPTION, positional="model",
     )  # fmt: skip
-    run_prune(model_args, data_args, pruning, teacher_args, args, command_line(argv, "prune"))
+    run_prune(model_args, data_args, pruning, teacher_args, args, command_line(argv, "prune", (args.hub_token,)))
     return 0

@@ -383,7 +383,9 @@ class ProjectionCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         from safetensors.torch import load_file
 
-        path = Path(args.output_dir) / f"checkpoint-{state.global_step}" / PROJECTION_FILE
+        from ..training import resume_folder
+
+        path = resume_folder(args, state) / PROJECTION_FILE
         if state.global_step > 0 and path.is_file():
             with torch.no_grad():  # in place, so the optimizer keeps pointing at the same tensors
                 for name, value in load_file(path).items():

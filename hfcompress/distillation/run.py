@@ -13,7 +13,7 @@ from ..finetune import finetune_model, finetune_report
 from ..models import load_for_task
 from ..pipeline import (
     as_task,
-    check_output_dir,
+    check_training_output,
     early_stopping,
     finish_run,
     latency_info,
@@ -59,7 +59,7 @@ def run_distill(
     """
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
-    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    output_dir = check_training_output(args)
     # Every check that can fail runs before any training.
     trainer_args = trainer_args_without_push(args)
     teacher_name, student_name, splits, tokenizer = prepare_pair(
@@ -106,7 +106,9 @@ def run_distill(
         data_collator=task.collator(tokenizer),
         callbacks=[stopper] if stopper else None,
     )
-    trainer.train()
+    from ..training import run_training
+
+    trained = run_training(trainer, trainer_args)
     student = trainer.model
     stopped = stopper.restore(student) if stopper else None
     save_artifact(student, tokenizer, output_dir, args)
@@ -125,6 +127,7 @@ def run_distill(
         steps.append({**teacher_report["steps"][-1], "output": str(teacher_dir)})
     settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
     settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
+    settings.update(trained)
     if stopped:
         settings["early_stopping"] = stopped
     steps.append(
@@ -148,4 +151,5 @@ def _teacher_args(args: DistillationArguments, teacher_dir: Path):
     teacher_args = copy.copy(args)
     teacher_args.output_dir = str(teacher_dir)
     teacher_args.push_to_hub = False
+    teacher_args.resume_from_checkpoint = None  # the student's checkpoint is not the teacher's
     return teacher_args

@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 
 from ..architecture import oriented_weight
 from ..errors import UsageError
+from ..training import resume_folder
 from .ffn import apply_neuron_masks, check_ffn_target, find_feed_forwards, intermediate_size, neuron_masks
 from .heads import apply_group_masks, check_head_pruning, find_attentions, group_masks
 from .masks import check_two_four, prunable_modules, sparsity_of, two_four_masks, unstructured_masks
@@ -122,7 +123,7 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.setup(model, state.max_steps)
         if state.global_step > 0:
-            self._restore(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
+            self._restore(resume_folder(args, state), state.global_step)
         self.maybe_update(state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -228,7 +228,9 @@ def _recover(model, modules, teacher_name, task, model_args, train, tokenizer, t
     trainer = DistillationTrainer(model=model, teacher=teacher, args=trainer_args, train_dataset=train,
                                   processing_class=tokenizer, data_collator=task.collator(tokenizer),
                                   callbacks=[callback] if callback else None)  # fmt: skip
-    trainer.train()
+    from ..training import run_training
+
+    run_training(trainer, trainer_args)
     if callback:
         callback.apply()
     model = trainer.model

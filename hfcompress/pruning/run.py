@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..models import load_for_task
 from ..pipeline import (
     as_task,
-    check_output_dir,
+    check_training_output,
     finish_run,
     latency_info,
     latency_runs_of,
@@ -67,7 +67,7 @@ def run_prune(
         return run_oneshot(model_args, data_args, pruning, teacher_args, args, command)
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
-    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir)
+    output_dir = check_training_output(args)
     trainer_args = trainer_args_without_push(args)
     model_name, teacher_name, splits, tokenizer = prepare_pair(
         model_args.model, teacher_args.teacher, task, model_args
@@ -97,7 +97,9 @@ def run_prune(
         trainer = DistillationTrainer(model=model, teacher=teacher, **common)
     else:
         trainer = Trainer(model=model, **common)
-    trainer.train()
+    from ..training import run_training
+
+    trained = run_training(trainer, trainer_args)
     model = trainer.model
     changes = make_permanent(callback, model)
     save_artifact(model, tokenizer, output_dir, args)
@@ -119,7 +121,7 @@ def run_prune(
         source["compressed_size_bytes"] = compressed_size(Path(source_dir) / "model.safetensors")
     settings = pruning.to_dict()
     settings.update(end_step=callback.end_step, teacher=teacher_name, learning_rate=args.learning_rate,
-                    max_steps=trainer.state.max_steps, schedule_history=callback.history)  # fmt: skip
+                    max_steps=trainer.state.max_steps, schedule_history=callback.history, **trained)  # fmt: skip
     if teacher_name:
         settings.update(temperature=args.temperature, distill_weight=args.distill_weight,
                         hard_label_weight=args.hard_label_weight)  # fmt: skip

@@ -1,0 +1,137 @@
+"""Runs that resume after a kill, stop on divergence, say where to resume on SIGTERM, and never record a token."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import run_cli, tiny_classifier
+from safetensors.torch import load_file
+
+from hfcompress.cli.common import command_line
+
+FLAGS = ["--task", "sst2", "--per-device-train-batch-size", "4", "--learning-rate", "1e-3", "--latency-runs", "0",
+         "--save_strategy", "steps", "--save_steps", "5", "--report_to", "none"]  # fmt: skip
+
+
+def start_cli(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hfcompress", *map(str, args)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def wait_for(path, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not (path / "trainer_state.json").is_file():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)  # let the checkpoint's last files land
+
+
+COMMANDS = {
+    "prune": ["--sparsity", "0.8", "--end-step", "30", "--update-frequency", "5"],
+    "distill": ["--student-layers", "2"],
+}
+
+
+@pytest.mark.parametrize("command", ["prune", "distill"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(command, tmp_path, tiny_teacher_dir, tiny_glue_dir):
+    extra = ["--teacher", tiny_teacher_dir] if command == "prune" else []
+    args = [command, tiny_teacher_dir, *extra, *COMMANDS[command], "--data-dir", tiny_glue_dir, "--max-steps", "40",
+            *FLAGS]  # fmt: skip
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    result = run_cli(*args, "--output-dir", whole)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    process = start_cli(*args, "--output-dir", killed)
+    wait_for(killed / "checkpoint-10", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "compression.json").exists()
+    result = run_cli(*args, "--output-dir", killed, "--resume_from_checkpoint", killed / "checkpoint-10")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    expected, resumed = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=1e-5, atol=1e-6, msg=key)
+    report, baseline = (json.loads((d / "compression.json").read_text()) for d in (killed, whole))
+    settings = report["steps"][-1]["settings"]
+    assert settings["resumed_from"] == str(killed / "checkpoint-10") and settings["resumed_at_step"] == 10
+    assert settings["steps_done"] == 40
+    assert report["result"]["metrics"] == pytest.approx(baseline["result"]["metrics"], abs=1e-6)
+    if command == "prune":
+        assert settings["schedule_history"] == baseline["steps"][-1]["settings"]["schedule_history"]
+
+
+def test_sigterm_says_where_the_last_checkpoint_is(tmp_path, tiny_teacher_dir, tiny_glue_dir):
+    out = tmp_path / "out"
+    process = start_cli("prune", tiny_teacher_dir, "--data-dir", tiny_glue_dir, "--max-steps", "2000",
+                        *FLAGS, "--output-dir", out)  # fmt: skip
+    wait_for(out / "checkpoint-5", process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    # One line; the progress bar may redraw after it as the process exits.
+    line = next(line for line in err.splitlines() if "Stopped at step" in line)
+    assert line.startswith("hfcompress prune: error: Stopped at step ")
+    assert f"rerun with --resume_from_checkpoint {out / 'checkpoint-'}" in line
+    assert "Traceback" not in err and not (out / "compression.json").exists()
+
+
+def test_a_diverging_run_is_an_error_not_a_result(tmp_path, tiny_teacher_dir, tiny_glue_dir):
+    out = tmp_path / "out"
+    result = run_cli("finetune", tiny_teacher_dir, "--task", "sst2", "--data-dir", tiny_glue_dir, "--max-steps", "6",
+                     "--learning_rate", "1e6", "--per-device-train-batch-size", "8", "--latency-runs", "0",
+                     "--output-dir", out)  # fmt: skip
+    assert result.returncode == 3, result.stderr[-3000:]
+    line = next(line for line in result.stderr.splitlines() if "Training diverged" in line)
+    assert line.startswith("hfcompress finetune: error: Training diverged at step ")
+    assert "NaN or infinite" in line and "no checkpoint was saved" in line
+    assert not (out / "compression.json").exists() and not (out / "model.safetensors").exists()
+    assert not (out / "README.md").exists()
+
+
+def test_evaluate_refuses_non_finite_weights(tmp_path, tokenizer, tiny_glue_dir):
+    model = tiny_classifier("bert")
+    with torch.no_grad():
+        model.bert.encoder.layer[1].output.dense.weight[0, 0] = float("nan")
+    model.save_pretrained(tmp_path / "nan")
+    tokenizer.save_pretrained(tmp_path / "nan")
+    result = run_cli("evaluate", tmp_path / "nan", "--task", "sst2", "--data-dir", tiny_glue_dir)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has NaN or infinite weights (first: bert.encoder.layer.1.output.dense.weight)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "resume,message",
+    [("true", "found no checkpoint-N folder"), ("{model}", "is not a Trainer checkpoint")],
+)
+def test_bad_resume_fails_fast(tmp_path, tiny_teacher_dir, tiny_glue_dir, resume, message):
+    out = tmp_path / "out"
+    resume = resume.format(model=tiny_teacher_dir)
+    result = run_cli("finetune", tiny_teacher_dir, "--task", "sst2", "--data-dir", tiny_glue_dir,
+                     "--resume_from_checkpoint", resume, "--output-dir", out)  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--hub_token", "hf_secret"],
+        ["--hub-token=hf_secret"],
+        ["--hub_tok", "hf_secret"],
+        ["--hub-to=hf_secret"],
+        ["--hub_t", "hf_secret"],
+    ],
+)
+def test_a_token_never_reaches_the_recorded_command(argv):
+    shown = command_line(["m", "--task", "sst2", *argv, "--output-dir", "out"], "prune", secrets=("hf_secret",))
+    assert "hf_secret" not in shown and "<redacted>" in shown and shown.endswith("--output-dir out")
+    assert command_line(["--hub_model_id", "me/x"], "push") == "hfcompress push --hub_model_id me/x"
