@@ -167,4 +167,9 @@ class FinetuneArguments(TrainingArguments):
             raise UsageError("--output-dir is required.")
         if self.early_stopping_patience < 0:
             raise UsageError(f"--early-stopping-patience must be 0 or more, got {self.early_stopping_patience}.")
+        if self.learning_rate < 0:
+            raise UsageError(f"--learning_rate must be 0 or more, got {self.learning_rate}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}.")
         super().__post_init__()

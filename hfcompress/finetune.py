@@ -39,7 +39,7 @@ def run_finetune(
     `data_args` is the CLI's DataArguments or a task object (`ClassificationTask(...)`, `CausalLMTask(...)`).
     """
     task = as_task(data_args)
-    output_dir = check_training_output(args)
+    output_dir = check_training_output(args, (model_args.model,))
     trainer_args = trainer_args_without_push(args)
     config = load_config(model_args.model, model_args.trust_remote_code, revision=model_args.revision)
     task.check_config(config, model_args.model)

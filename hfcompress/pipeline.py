@@ -13,24 +13,38 @@ from .tasks import Task, task_from_args
 logger = logging.getLogger("hfcompress")
 
 
-def check_output_dir(path: str | Path, overwrite: bool) -> Path:
-    """Refuse a non-empty output folder unless asked to overwrite; never delete anything in it."""
+def check_output_dir(path: str | Path, overwrite: bool, inputs: tuple = ()) -> Path:
+    """Refuse a non-empty output folder unless asked to overwrite, one that is or holds an input model, or one
+    that cannot be written; never delete anything in it."""
+    import os
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"Output path '{path}' exists and is not a directory.")
+    for source in inputs:
+        if source and Path(source).is_dir() and _is_within(Path(source), path):
+            raise UsageError(f"--output-dir '{path}' is or contains the input model '{source}'; choose a new folder.")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UsageError(
             f"Output directory '{path}' already exists and is not empty; pass --overwrite_output_dir to write into it."
         )
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"Cannot write to '{path}': '{existing}' is not writable.")
     return path
 
 
-def check_training_output(args) -> Path:
+def _is_within(inner: Path, outer: Path) -> bool:
+    inner, outer = inner.resolve(), outer.resolve()
+    return inner == outer or outer in inner.parents
+
+
+def check_training_output(args, inputs: tuple = ()) -> Path:
     """check_output_dir for a training run: resuming (checked here, before any work) may reuse its folder."""
     from .training import resolve_resume
 
     resumed = resolve_resume(args)
-    return check_output_dir(args.output_dir, args.overwrite_output_dir or bool(resumed))
+    return check_output_dir(args.output_dir, args.overwrite_output_dir or bool(resumed), inputs)
 
 
 def load_data(task, need_train: bool):

@@ -135,3 +135,30 @@ def test_a_token_never_reaches_the_recorded_command(argv):
     shown = command_line(["m", "--task", "sst2", *argv, "--output-dir", "out"], "prune", secrets=("hf_secret",))
     assert "hf_secret" not in shown and "<redacted>" in shown and shown.endswith("--output-dir out")
     assert command_line(["--hub_model_id", "me/x"], "push") == "hfcompress push --hub_model_id me/x"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--output-dir", "{model}", "--overwrite_output_dir"], "is or contains the input model"),
+        (["--output-dir", "{parent}", "--overwrite_output_dir"], "is or contains the input model"),
+        (["--output-dir", "{out}", "--learning_rate", "-1"], "--learning_rate must be 0 or more, got -1.0"),
+        (["--output-dir", "{out}", "--per_device_train_batch_size", "0"], "per_device_train_batch_size must be at"),
+    ],
+)
+def test_outputs_that_would_clobber_inputs_and_bad_hyperparameters(tmp_path, tokenizer, tiny_glue_dir, extra,
+                                                                   message, capsys):  # fmt: skip
+    from conftest import snapshot
+
+    from hfcompress.cli.main import main
+
+    model = tmp_path / "models" / "teacher"
+    tiny_classifier("bert").save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    before = snapshot(tmp_path)
+    places = {"model": model, "parent": model.parent, "out": tmp_path / "out"}
+    args = [a.format(**places) for a in extra]
+    code = main(["finetune", str(model), "--task", "sst2", "--data-dir", str(tiny_glue_dir), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err[-2000:]
+    assert snapshot(tmp_path) == before

@@ -59,7 +59,7 @@ def run_distill(
     """
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
-    output_dir = check_training_output(args)
+    output_dir = check_training_output(args, (model_args.model, student_args.student))
     # Every check that can fail runs before any training.
     trainer_args = trainer_args_without_push(args)
     teacher_name, student_name, splits, tokenizer = prepare_pair(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError
@@ -111,6 +112,11 @@ class PruningConfig:
             self.sparsity = 0.5 if self.structure == "2:4" else 0.9
         if not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"Sparsity must be in [0, 1), got {self.sparsity}.")
+        if self.sparsity > 0.99:
+            logging.getLogger("hfcompress").warning(
+                "Sparsity %s keeps %.3g%% of the pruned weights; models rarely keep their accuracy below 1%%.",
+                self.sparsity, 100 * (1 - self.sparsity),
+            )  # fmt: skip
         if not 0.0 <= self.initial_sparsity <= self.sparsity:
             raise UsageError(
                 f"initial_sparsity must be between 0 and the target sparsity {self.sparsity}, "

@@ -67,7 +67,7 @@ def run_prune(
         return run_oneshot(model_args, data_args, pruning, teacher_args, args, command)
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
-    output_dir = check_training_output(args)
+    output_dir = check_training_output(args, (model_args.model, teacher_args.teacher))
     trainer_args = trainer_args_without_push(args)
     model_name, teacher_name, splits, tokenizer = prepare_pair(
         model_args.model, teacher_args.teacher, task, model_args

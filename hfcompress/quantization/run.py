@@ -177,7 +177,7 @@ def run_quantize(
     config = quant_args.config
     task = as_task(data_args) if getattr(data_args, "task", None) else None
     latency_runs = latency_runs_of(data_args)
-    output_dir = check_output_dir(quant_args.output_dir, quant_args.overwrite_output_dir)
+    output_dir = check_output_dir(quant_args.output_dir, quant_args.overwrite_output_dir, (model_args.model,))
     require_backend(config)
     if isinstance(config, OnnxStaticInt8Config) and task is None:
         raise UsageError(
