@@ -20,6 +20,7 @@ from .pipeline import (
 )
 from .report import build_report
 from .tasks import Task
+from .training import is_main_process
 
 
 def finetune_model(model, tokenizer, splits, task, args: FinetuneArguments, max_length: int):
@@ -27,7 +28,8 @@ def finetune_model(model, tokenizer, splits, task, args: FinetuneArguments, max_
     task = as_task(task)
     task.configure_model(model)
     model = train_model(model, tokenizer, splits, task, args, max_length)
-    save_artifact(model, tokenizer, args.output_dir, args)
+    if is_main_process(args):
+        save_artifact(model, tokenizer, args.output_dir, args)
     return model
 
 
@@ -51,6 +53,8 @@ def run_finetune(
     model = finetune_model(model, tokenizer, splits, task, trainer_args, model_args.max_seq_length)
     args.early_stopping_result = getattr(trainer_args, "early_stopping_result", None)
     args.training_result = getattr(trainer_args, "training_result", None)
+    if not is_main_process(trainer_args):
+        return None  # the main process measures, reports and pushes, alone
     runs = latency_runs_of(data_args)
     result = measure(model, tokenizer, task, splits, "fine-tuned", args.output_dir, args.output_dir, runs,
                      model_args.max_seq_length)  # fmt: skip

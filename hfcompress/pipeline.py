@@ -41,9 +41,10 @@ def _is_within(inner: Path, outer: Path) -> bool:
 
 def check_training_output(args, inputs: tuple = ()) -> Path:
     """check_output_dir for a training run: resuming (checked here, before any work) may reuse its folder."""
-    from .training import resolve_resume
+    from .training import check_processes, resolve_resume
 
     resumed = resolve_resume(args)
+    check_processes(args)
     return check_output_dir(args.output_dir, args.overwrite_output_dir or bool(resumed), inputs)
 
 

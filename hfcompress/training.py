@@ -123,6 +123,23 @@ def check_finite(model, name: str) -> None:
         raise UsageError(f"'{name}' has NaN or infinite weights (first: {bad}); it is not a usable model.")
 
 
+def is_main_process(args) -> bool:
+    """Only the main process saves, measures, writes reports and cards, and pushes."""
+    return getattr(args, "process_index", 0) == 0
+
+
+def check_processes(args) -> None:
+    """Refuse a multi-process launch in which each process would silently train alone."""
+    import os
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and args.world_size != launched:
+        raise UsageError(
+            f"Launched as {launched} processes, but the Trainer sees {args.world_size}: without a GPU per process "
+            "each would train alone on the whole data; on CPU pass --use_cpu so they train together over gloo."
+        )
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -130,6 +147,7 @@ def _raise_interrupt(signum, frame):
 def run_training(trainer, args) -> dict:
     """`trainer.train()` with resume, the divergence guard and signal handling; returns what the report records."""
     resumed = resolve_resume(args)
+    check_processes(args)
     trainer.add_callback(DivergenceGuard(lambda: trainer.model))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
@@ -143,7 +161,8 @@ def run_training(trainer, args) -> dict:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    info = {"steps_done": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0.0, 4)}
+    info = {"steps_done": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0.0, 4),
+            "processes": args.world_size}  # fmt: skip
     if resumed:
         info["resumed_from"] = resumed
         info["resumed_at_step"] = _step_of(resumed)

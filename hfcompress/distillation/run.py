@@ -106,9 +106,11 @@ def run_distill(
         data_collator=task.collator(tokenizer),
         callbacks=[stopper] if stopper else None,
     )
-    from ..training import run_training
+    from ..training import is_main_process, run_training
 
     trained = run_training(trainer, trainer_args)
+    if not is_main_process(trainer_args):
+        return None  # the main process saves, measures, reports and pushes, alone
     student = trainer.model
     stopped = stopper.restore(student) if stopper else None
     save_artifact(student, tokenizer, output_dir, args)

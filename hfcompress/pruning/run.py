@@ -97,9 +97,11 @@ def run_prune(
         trainer = DistillationTrainer(model=model, teacher=teacher, **common)
     else:
         trainer = Trainer(model=model, **common)
-    from ..training import run_training
+    from ..training import is_main_process, run_training
 
     trained = run_training(trainer, trainer_args)
+    if not is_main_process(trainer_args):
+        return None  # the main process saves, measures, reports and pushes, alone
     model = trainer.model
     changes = make_permanent(callback, model)
     save_artifact(model, tokenizer, output_dir, args)
