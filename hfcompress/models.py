@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from pathlib import Path
@@ -20,6 +21,8 @@ ALIASES = {
     "electra-small": "google/electra-small-discriminator",
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
 }
+
+logger = logging.getLogger("hfcompress")
 
 
 def packaged_minilm_path() -> Path | None:
@@ -119,7 +122,13 @@ def load_for_task(name: str | os.PathLike, task, model_args=None, trust_remote_c
     config = load_config(resolved, trust_remote_code=trust_remote_code, revision=kwargs.get("revision"))
     task.check_config(config, resolved)
     if task.kind != TaskType.CAUSAL_LM:
-        return load_sequence_classifier(resolved, task.model_kwargs().get("num_labels"), trust_remote_code, **kwargs)
+        model, fresh = load_sequence_classifier(resolved, task.model_kwargs().get("num_labels"), trust_remote_code,
+                                                **kwargs)  # fmt: skip
+        other = other_task_labels(config, getattr(task, "label_names", None))
+        if other and not fresh:
+            logger.warning("'%s' was trained with the labels %s, not %s's; its head counts as untrained.",
+                           resolved, ", ".join(other), task.name)  # fmt: skip
+        return model, fresh or bool(other)
     try:
         model = task.auto_class().from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
@@ -153,6 +162,17 @@ def load_sequence_classifier(
         raise HfcompressError(f"Could not load '{resolved}' as a sequence classifier: {_first_line(err)}") from err
     fresh = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys")) or not matches
     return model, fresh
+
+
+def other_task_labels(config, expected) -> list[str] | None:
+    """The checkpoint's label names when they are real names that differ from the task's (another task's head)."""
+    from .tasks.classification import trained_labels
+
+    trained = trained_labels(config)
+    if not trained or not expected:
+        return None
+    same = [str(a).lower() for a in trained] == [str(b).lower() for b in expected]
+    return None if same else trained
 
 
 def head_matches(config, num_labels: int | None) -> bool:

@@ -162,3 +162,26 @@ def test_outputs_that_would_clobber_inputs_and_bad_hyperparameters(tmp_path, tok
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err[-2000:]
     assert snapshot(tmp_path) == before
+
+
+def test_a_head_trained_for_another_task_is_not_a_trained_teacher(tmp_path, tokenizer, capsys):
+    from conftest import SHARED_GLUE
+
+    from hfcompress.cli.main import main
+    from hfcompress.models import load_for_task
+    from hfcompress.tasks import GlueTaskConfig
+
+    sst2 = tmp_path / "sst2-model"
+    model = tiny_classifier("bert")
+    model.config.id2label, model.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    model.save_pretrained(sst2)
+    tokenizer.save_pretrained(sst2)
+    _, fresh = load_for_task(sst2, GlueTaskConfig(task="rte", data_dir=SHARED_GLUE))
+    assert fresh  # two labels, but SST-2's: distill fine-tunes it for RTE first, prune --teacher refuses it
+    _, fresh = load_for_task(sst2, GlueTaskConfig(task="sst2", data_dir=SHARED_GLUE))
+    assert not fresh
+
+    code = main(["evaluate", str(sst2), "--task", "rte", "--data-dir", str(SHARED_GLUE), "--latency-runs", "0"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "was trained with the labels negative, positive, not rte's (entailment, not_entailment)" in err

@@ -1,6 +1,7 @@
 """hfcompress evaluate MODEL --task sst2 [--data-dir DIR]"""
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def run(argv: list[str]) -> int:
     backend = quantized_backend(model_args.model) if Path(model_args.model).is_dir() else None
     if not backend:
         task.check_trained(config, model_args.model)
+    from ..models import other_task_labels
+
+    other = other_task_labels(config, getattr(task, "label_names", None))
+    if other:
+        print(f"Warning: '{model_args.model}' was trained with the labels {', '.join(other)}, not {task.name}'s "
+              f"({', '.join(task.label_names)}); its predictions are scored as {task.name}'s labels.",
+              file=sys.stderr)  # fmt: skip
     splits = load_data(task, need_train=False)
     tokenizer = load_tokenizer(model_args.model, model_args.trust_remote_code, model_args.revision)
     splits = task.prepare(splits, tokenizer, config)
