@@ -41,11 +41,15 @@ def _is_within(inner: Path, outer: Path) -> bool:
 
 def check_training_output(args, inputs: tuple = ()) -> Path:
     """check_output_dir for a training run: resuming (checked here, before any work) may reuse its folder."""
-    from .training import check_processes, resolve_resume
+    from .outputs import begin_output
+    from .training import check_processes, is_main_process, resolve_resume
 
     resumed = resolve_resume(args)
     check_processes(args)
-    return check_output_dir(args.output_dir, args.overwrite_output_dir or bool(resumed), inputs)
+    final = check_output_dir(args.output_dir, args.overwrite_output_dir, inputs)
+    staging = begin_output(final, args.overwrite_output_dir, bool(resumed), is_main_process(args))
+    args.output_dir = str(staging)  # checkpoints, model, report and card go here until the run is complete
+    return staging
 
 
 def load_data(task, need_train: bool):
@@ -196,13 +200,19 @@ def trainer_args_without_push(args):
 
 def finish_run(report: dict, output_dir: Path, args, title: str, source_dir: str | Path | None = None) -> None:
     """Write compression.json and the model card, print the summary, and push when asked to."""
+    import json
+
     from .cards import write_model_card
+    from .outputs import commit_output, replace_paths
     from .report import print_summary, write_report
 
+    report = json.loads(replace_paths(json.dumps(report), Path(output_dir)))
     write_report(report, output_dir)
     # Only a local source folder can hold a README to merge; a Hub id or alias has none here.
     local_source = source_dir if source_dir and Path(source_dir).is_dir() else None
     write_model_card(output_dir, source_dir=local_source)
+    output_dir = commit_output(output_dir, getattr(args, "overwrite_output_dir", False))
+    args.output_dir = str(output_dir)
     print_summary(report, title)
     if getattr(args, "push_to_hub", False):
         from .hub import push_folder

@@ -33,12 +33,15 @@ def resolve_resume(args) -> str | None:
     if not value:
         return None
     if str(value).lower() == "true":
-        from transformers.trainer_utils import get_last_checkpoint
+        from .outputs import staging_dir
 
         folder = Path(args.output_dir)
-        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        last = last_checkpoint(staging_dir(folder)) or last_checkpoint(folder)
         if last is None:
-            raise UsageError(f"--resume_from_checkpoint true found no checkpoint-N folder in '{folder}'.")
+            raise UsageError(
+                f"--resume_from_checkpoint true found no checkpoint-N folder in '{staging_dir(folder)}' (an "
+                f"unfinished run's) or '{folder}'."
+            )
         value = last
     if not (Path(value) / "trainer_state.json").is_file():
         raise UsageError(

@@ -49,12 +49,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(command, tmp_path, tin
     assert result.returncode == 0, result.stderr[-3000:]
 
     process = start_cli(*args, "--output-dir", killed)
-    wait_for(killed / "checkpoint-10", process)
+    staging = tmp_path / ".killed.partial"  # where an unfinished run writes
+    wait_for(staging / "checkpoint-10", process)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (killed / "compression.json").exists()
-    result = run_cli(*args, "--output-dir", killed, "--resume_from_checkpoint", killed / "checkpoint-10")
+    assert not killed.exists()  # nothing that looks finished
+    result = run_cli(*args, "--output-dir", killed, "--resume_from_checkpoint", staging / "checkpoint-10")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not staging.exists() and (killed / "checkpoint-10").is_dir()
 
     expected, resumed = load_file(whole / "model.safetensors"), load_file(killed / "model.safetensors")
     assert expected.keys() == resumed.keys()
@@ -69,19 +71,43 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(command, tmp_path, tin
         assert settings["schedule_history"] == baseline["steps"][-1]["settings"]["schedule_history"]
 
 
-def test_sigterm_says_where_the_last_checkpoint_is(tmp_path, tiny_teacher_dir, tiny_glue_dir):
-    out = tmp_path / "out"
-    process = start_cli("prune", tiny_teacher_dir, "--data-dir", tiny_glue_dir, "--max-steps", "2000",
-                        *FLAGS, "--output-dir", out)  # fmt: skip
-    wait_for(out / "checkpoint-5", process)
+def test_sigterm_and_a_second_run_into_the_same_folder(tmp_path, tiny_teacher_dir, tiny_glue_dir, capsys):
+    from hfcompress.cli.main import main
+
+    out, staging = tmp_path / "out", tmp_path / ".out.partial"
+    args = ["prune", str(tiny_teacher_dir), "--data-dir", str(tiny_glue_dir), *map(str, FLAGS)]
+    args += ["--output-dir", str(out)]
+    process = start_cli(*args, "--max-steps", "2000")
+    wait_for(staging / "checkpoint-5", process)
+    # A second run into the same folder is refused while the first one writes; nothing of the first is touched.
+    assert main([*args, "--max-steps", "4", "--overwrite_output_dir"]) == 2
+    assert f"is writing '{out}'" in capsys.readouterr().err
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-3000:]
     # One line; the progress bar may redraw after it as the process exits.
     line = next(line for line in err.splitlines() if "Stopped at step" in line)
     assert line.startswith("hfcompress prune: error: Stopped at step ")
-    assert f"rerun with --resume_from_checkpoint {out / 'checkpoint-'}" in line
-    assert "Traceback" not in err and not (out / "compression.json").exists()
+    assert f"rerun with --resume_from_checkpoint {staging / 'checkpoint-'}" in line
+    assert "Traceback" not in err and not out.exists() and (staging / "checkpoint-5").is_dir()
+    # The unfinished run's folder is kept for resuming; a fresh start must say so.
+    assert main([*args, "--max-steps", "4"]) == 2
+    assert "resume it with --resume_from_checkpoint true, or pass --overwrite_output_dir" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_the_folder_as_a_whole(tmp_path, tiny_lm_dirs, capsys):
+    from hfcompress.cli.main import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"stale weights of an older run")
+    (out / "README.md").write_text("an older card")
+    code = main(["quantize", str(tiny_lm_dirs["llama"]), "--method", "torchao-int8-weight", "--latency-runs", "0",
+                 "--output-dir", str(out), "--overwrite_output_dir"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err[-2000:]
+    assert not (out / "README.md").exists()  # no task, no card: the old one is gone with the old folder
+    assert (out / "model.safetensors").read_bytes() != b"stale weights of an older run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old copy left beside it
 
 
 def test_a_diverging_run_is_an_error_not_a_result(tmp_path, tiny_teacher_dir, tiny_glue_dir):

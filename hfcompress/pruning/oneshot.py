@@ -22,7 +22,7 @@ from ..errors import UsageError
 from ..models import load_for_task
 from ..pipeline import (
     as_task,
-    check_output_dir,
+    check_training_output,
     finish_run,
     latency_info,
     latency_runs_of,
@@ -121,7 +121,7 @@ def prepare_calibration(model_args, data_args, teacher_args, args, samples: int,
     """
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
-    output_dir = check_output_dir(args.output_dir, args.overwrite_output_dir, (model_args.model, teacher_args.teacher))
+    output_dir = check_training_output(args, (model_args.model, teacher_args.teacher))
     trainer_args = trainer_args_without_push(args)
     model_name, teacher_name, splits, tokenizer = prepare_pair(
         model_args.model, teacher_args.teacher, task, model_args

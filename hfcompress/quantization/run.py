@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,8 @@ def run_quantize(
     config = quant_args.config
     task = as_task(data_args) if getattr(data_args, "task", None) else None
     latency_runs = latency_runs_of(data_args)
-    output_dir = check_output_dir(quant_args.output_dir, quant_args.overwrite_output_dir, (model_args.model,))
+    final_dir = check_output_dir(quant_args.output_dir, quant_args.overwrite_output_dir, (model_args.model,))
+    output_dir = final_dir
     require_backend(config)
     if isinstance(config, OnnxStaticInt8Config) and task is None:
         raise UsageError(
@@ -209,6 +211,9 @@ def run_quantize(
     if task:
         check = task.text_rows(splits[next(s for s in task.validation_splits if s in splits)], CHECK_EXAMPLES)
 
+    from ..outputs import begin_output, commit_output, replace_paths
+
+    output_dir = begin_output(final_dir, quant_args.overwrite_output_dir, resuming=False, resumable=False)
     logger.info("Quantizing %s with %s", model_name, config.method)
     info = quantize(model_name, config, output_dir, tokenizer, calibration, check, model_args.max_seq_length,
                     model_args.trust_remote_code)  # fmt: skip
@@ -226,15 +231,14 @@ def run_quantize(
                           latency_info(latency_runs, task), origin)  # fmt: skip
     if source.get("memory_bytes") and result.get("memory_bytes"):
         report["ratios"]["memory_bytes"] = round(result["memory_bytes"] / source["memory_bytes"], 4)
+    report = json.loads(replace_paths(json.dumps(report), output_dir))
     write_report(report, output_dir)
-    print_quantization_summary(report)
-    try:
+    if task:  # a card describes a model for a task
         from ..cards import write_model_card
-    except ImportError:
-        pass
-    else:
-        if task:  # a card describes a model for a task
-            write_model_card(output_dir)
+
+        write_model_card(output_dir)
+    commit_output(output_dir, quant_args.overwrite_output_dir)
+    print_quantization_summary(report)
     return report
 
 
