@@ -170,6 +170,7 @@ def test_depth_pruning_from_the_cli(tmp_path, tiny_lm_dirs, text_files):
         ("llama", ["--structure", "width", "--num-heads", "3"], "must be a multiple of the 2 key/value heads"),
         ("llama", ["--structure", "width", "--num-kv-heads", "4"], "more than the model's 2 key/value heads"),
         ("llama", ["--structure", "width"], "--structure width needs a target"),
+        ("llama", ["--structure", "width", "--hidden-size", "30"], "config cannot hold these sizes: The hidden size"),
         ("llama", ["--structure", "depth", "--num-layers", "4"], "--num-layers 4 is not below the model's 4"),
         ("llama", ["--structure", "depth", "--ffn-size", "32"], "--structure depth takes --num-layers only"),
         ("llama", ["--structure", "width", "--hidden-size", "0"], "--hidden-size must be at least 1"),

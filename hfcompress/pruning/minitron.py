@@ -7,6 +7,7 @@ and the config rewritten (surgery.py), so the result is an ordinary, smaller che
 
 from __future__ import annotations
 
+import copy
 import time
 
 from ..architecture import count_parameters, find_layer_list, hidden_size, num_layers
@@ -46,7 +47,25 @@ def width_targets(config, pruning) -> dict:
                 f"--num-heads {keep_heads} and --num-kv-heads {keep_kv} keep every head: nothing to prune."
             )
         targets.update(num_heads=keep_heads, num_kv_heads=keep_kv)
+    check_config_accepts(config, targets)
     return targets
+
+
+def check_config_accepts(config, targets: dict) -> None:
+    """Refuse targets the family's config would reject when saved (transformers 5 validates configs then)."""
+    new = copy.deepcopy(config)
+    new.head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
+    keys = {"ffn_size": "intermediate_size", "hidden_size": "hidden_size", "num_heads": "num_attention_heads",
+            "num_kv_heads": "num_key_value_heads"}  # fmt: skip
+    for target, key in keys.items():
+        if target in targets:
+            setattr(new, key, targets[target])
+    try:
+        new.validate()
+    except Exception as err:  # transformers raises its own validation error types
+        cause = getattr(err, "__cause__", None) or err
+        reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
+        raise UsageError(f"A '{config.model_type}' config cannot hold these sizes: {reason}") from err
 
 
 def depth_target(config, pruning) -> int:

@@ -115,7 +115,13 @@ def drop_blocks(model: nn.Module, keep: list[int]) -> None:
 
 
 def check_rebuildable(model: nn.Module) -> None:
-    """Refuse a sliced model whose config would not build the same shapes (nothing is saved then)."""
+    """Refuse a sliced model whose config would not build the same shapes, or that transformers would refuse
+    to save (nothing is saved then)."""
+    if hasattr(model.config, "validate"):
+        try:
+            model.config.validate()
+        except Exception as err:  # transformers raises its own validation error types
+            raise UsageError(f"The pruned model's config is not valid: {err}") from err
     with torch.device("meta"):
         reference = type(model)(copy.deepcopy(model.config))
     expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
