@@ -45,6 +45,10 @@ def run_finetune(
     trainer_args = trainer_args_without_push(args)
     config = load_config(model_args.model, model_args.trust_remote_code, revision=model_args.revision)
     task.check_config(config, model_args.model)
+    if task.kind != "causal-lm":
+        from .models import check_max_length
+
+        check_max_length(config, model_args.max_seq_length, model_args.model)
     splits = load_data(task, need_train=True)
     tokenizer = load_tokenizer(model_args.model, model_args.trust_remote_code, model_args.revision)
     splits = task.prepare(splits, tokenizer, config)

@@ -89,9 +89,34 @@ def load_config(name: str | os.PathLike, trust_remote_code: bool = False, **kwar
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     resolved = check_model_available(name)
     try:
-        return AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
+        config = AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
         raise HfcompressError(f"Could not load the config of '{resolved}': {_first_line(err)}") from err
+    check_weight_files(resolved)
+    return config
+
+
+def check_weight_files(folder) -> None:
+    """Refuse a local folder whose safetensors files are damaged (a truncated download or copy), before any work."""
+    from safetensors import safe_open
+
+    if not Path(folder).is_dir():
+        return
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError
+            raise UsageError(
+                f"'{path}' is damaged or incomplete ({_first_line(err)}); copy or download it again."
+            ) from None
+
+
+def check_max_length(config, max_length: int, name: str) -> None:
+    """Refuse --max-seq-length beyond the positions the model has embeddings for."""
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise UsageError(f"--max-seq-length {max_length} is more than the {limit} positions '{name}' supports.")
 
 
 def load_tokenizer(name: str | os.PathLike, trust_remote_code: bool = False, revision: str | None = None):

@@ -95,6 +95,10 @@ def prepare_pair(main: str, other: str | None, task, model_args):
     other_name = check_model_available(other) if other else None
     config = load_config(main_name, trust_remote_code=trust, revision=revision)
     task.check_config(config, main_name)
+    if task.kind != "causal-lm":
+        from .models import check_max_length
+
+        check_max_length(config, model_args.max_seq_length, main_name)
     if other_name:
         task.check_config(load_config(other_name, trust_remote_code=trust), other_name)
     splits = load_data(task, need_train=True)

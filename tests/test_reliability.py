@@ -211,3 +211,41 @@ def test_a_head_trained_for_another_task_is_not_a_trained_teacher(tmp_path, toke
     err = capsys.readouterr().err
     assert code == 0
     assert "was trained with the labels negative, positive, not rte's (entailment, not_entailment)" in err
+
+
+def _bad_inputs(tmp_path, model):
+    import shutil
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(model, truncated)
+    weights = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    (tmp_path / "broken.yaml").write_text("task: [sst2\n")
+    (tmp_path / "tagged.yaml").write_text('model: !!python/object/apply:os.system ["echo hi"]\n')
+    return truncated
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["evaluate", "{truncated}"], "model.safetensors' is damaged or incomplete"),
+        (["evaluate", "{model}", "--config", "{tmp}/broken.yaml"], "broken.yaml' is not valid YAML for safe loading"),
+        (["evaluate", "{model}", "--config", "{tmp}/tagged.yaml"], "could not determine a constructor for the tag"),
+        (["evaluate", "{model}", "--max_seq_length", "100000"], "--max-seq-length 100000 is more than the"),
+        (["evaluate", "{model}", "--output-file", "{tmp}/missing/x.json"], "missing' is not a writable folder"),
+        (["prune", "{model}", "--modules", "(", "--output-dir", "{tmp}/o"], "--modules '(' is not a valid regular"),
+    ],
+)
+def test_bad_inputs_get_one_sentence(tmp_path, tiny_teacher_dir, tiny_glue_dir, argv, message, capsys):
+    from conftest import snapshot
+
+    from hfcompress.cli.main import main
+
+    truncated = _bad_inputs(tmp_path, tiny_teacher_dir)
+    before = snapshot(tmp_path)
+    places = {"model": tiny_teacher_dir, "truncated": truncated, "tmp": tmp_path}
+    code = main([a.format(**places) for a in argv] + ["--task", "sst2", "--data-dir", str(tiny_glue_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err[-2000:]
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+    assert snapshot(tmp_path) == before

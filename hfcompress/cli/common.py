@@ -69,7 +69,13 @@ def parse_dataclasses(argv: list[str], types: tuple, prog: str, description: str
         path = Path(config_path)
         if not path.is_file():
             raise UsageError(f"Config file '{path}' does not exist.")
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UsageError(f"Config file '{path}' is not valid YAML for safe loading{line}: {problem}.") from None
         if not isinstance(values, dict):
             raise UsageError(f"Config file '{path}' must hold a mapping of option names to values.")
         known = {action.dest for action in parser._actions}

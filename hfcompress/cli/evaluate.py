@@ -1,6 +1,7 @@
 """hfcompress evaluate MODEL --task sst2 [--data-dir DIR]"""
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,16 @@ def run(argv: list[str]) -> int:
     task = as_task(data_args)
     if eval_args.output_file and Path(eval_args.output_file).exists():
         raise UsageError(f"Output file '{eval_args.output_file}' already exists; choose another name.")
+    if eval_args.output_file:
+        parent = Path(eval_args.output_file).absolute().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise UsageError(f"Cannot write '{eval_args.output_file}': '{parent}' is not a writable folder.")
     config = load_config(model_args.model, model_args.trust_remote_code, revision=model_args.revision)
     task.check_config(config, model_args.model)
+    if task.kind != "causal-lm":
+        from ..models import check_max_length
+
+        check_max_length(config, model_args.max_seq_length, model_args.model)
     backend = quantized_backend(model_args.model) if Path(model_args.model).is_dir() else None
     if not backend:
         task.check_trained(config, model_args.model)

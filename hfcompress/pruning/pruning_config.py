@@ -99,6 +99,13 @@ class PruningConfig:
     )
 
     def __post_init__(self):
+        if self.modules is not None:
+            import re
+
+            try:
+                re.compile(self.modules)
+            except re.error as err:
+                raise UsageError(f"--modules '{self.modules}' is not a valid regular expression: {err}.") from None
         if self.method not in METHODS:
             raise UsageError(f"Unknown pruning method '{self.method}'; choose one of: {', '.join(METHODS)}.")
         if self.structure in STRUCTURED:
