@@ -61,9 +61,15 @@ def resume_folder(args, state) -> Path:
 
 
 def last_checkpoint(output_dir) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if Path(output_dir).is_dir() else None
+    """The newest complete checkpoint-N folder (a run killed while saving leaves one without trainer_state.json)."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()]
+    for path in sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")), reverse=True):
+        if (path / "trainer_state.json").is_file():
+            return str(path)
+    return None
 
 
 def _where(args) -> str:
