@@ -20,7 +20,7 @@ demo: setup
 	$(VENV)/bin/hfcompress demo --output-dir runs/demo --overwrite_output_dir
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

@@ -165,5 +165,5 @@ def test_causal_lm_task_on_an_encoder_is_refused(tmp_path, tiny_teacher_dir, tex
 
 def test_onnx_methods_refuse_a_causal_lm(tmp_path, finetuned):
     result = run_cli("quantize", finetuned, "--method", "onnx-int8-dynamic", "--output-dir", tmp_path / "q")
-    assert result.returncode == 2 and "use --method bnb-int8 or bnb-nf4" in result.stderr
+    assert result.returncode == 2 and "use --method bnb-int8, bnb-nf4 or a torchao method" in result.stderr
     assert not (tmp_path / "q").exists()
