@@ -5,7 +5,8 @@ about half its parameters (hidden 160, FFN 304, the 4 heads kept: transformers 5
 size a multiple of the head count) from activation importance, then distilled from the
 unpruned teacher for --recovery-steps. Depth: the same teacher cut to 3 blocks (the size of the distilled 3-layer
 student) and to 1 block (the closest depth gets to half: the untied embeddings and head alone are 4.1 M), with the
-same recovery. Perplexity on WikiText-2's test.txt as a ratio to the teacher's; prefill and decode latency of
+same recovery. Perplexity on the held-out 10% of valid.txt that every run measures (or --test-file) as a ratio to
+the teacher's; prefill and decode latency of
 every model interleaved in one process (scripts/bench_lm_latency.py), so run it on an idle machine.
 
     python scripts/bench_causal_lm.py --out runs/bench-clm        # the teacher, once
@@ -46,7 +47,9 @@ def main() -> int:
     parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as the distilled students")
     parser.add_argument("--recovery-lr", type=float, default=1e-3)
     parser.add_argument("--latency-rounds", type=int, default=5, help="0 skips the latency measurement")
-    parser.add_argument("--test-file", default=str(TEXT / "test.txt"))
+    parser.add_argument("--test-file", default=None,
+                        help=f"Also evaluate every model on this text (e.g. {TEXT / 'test.txt'}); default: the "
+                        "held-out text each pruning run measured.")  # fmt: skip
     args = parser.parse_args()
     clm, out = Path(args.clm), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,15 +71,24 @@ def main() -> int:
         if not (folder / "compression.json").is_file():
             continue
         folders[name] = folder
-        path = out / f"test-{name}.json"
-        if not path.is_file():
-            hfcompress("evaluate", folder, "--task", "causal-lm", "--validation-file", args.test_file,
-                       "--block-size", args.block_size, "--stride", args.block_size // 2, "--latency-runs", "0",
-                       "--output-file", path)  # fmt: skip
-        measured = json.loads(path.read_text())
-        entry = {"perplexity": measured["metrics"]["perplexity"], "parameters": measured["parameters"]}
+        report = json.loads((folder / "compression.json").read_text())
+        if args.test_file:  # a separate evaluation of every model (slow on 2 cores: ~4 min each for test.txt)
+            path = out / f"test-{name}.json"
+            if not path.is_file():
+                hfcompress("evaluate", folder, "--task", "causal-lm", "--validation-file", args.test_file,
+                           "--block-size", args.block_size, "--stride", args.block_size // 2, "--latency-runs",
+                           "0", "--output-file", path)  # fmt: skip
+            measured = json.loads(path.read_text())
+            entry = {"perplexity": measured["metrics"]["perplexity"], "parameters": measured["parameters"]}
+        elif name == "teacher":
+            continue  # filled in from the pruned models' reports: their source is the teacher
+        else:  # the held-out text every run measured for the teacher (source) and the result
+            entry = {"perplexity": report["result"]["metrics"]["perplexity"],
+                     "parameters": report["result"]["parameters"]}  # fmt: skip
+            results.setdefault("teacher", {"perplexity": report["source"]["metrics"]["perplexity"],
+                                           "parameters": report["source"]["parameters"]})  # fmt: skip
         if name != "teacher":
-            settings = json.loads((folder / "compression.json").read_text())["steps"][-1]["settings"]
+            settings = report["steps"][-1]["settings"]
             entry.update(targets=settings["targets"], removed_blocks=settings.get("removed_blocks"),
                          heldout_before_recovery=settings["metrics_before_recovery"]["perplexity"],
                          pruning_seconds=settings["pruning_seconds"])  # fmt: skip
@@ -94,7 +106,7 @@ def main() -> int:
             results[name]["latency"] = timings.get(str(folder))
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for name, entry in results.items():
-        print(f"{name:12s} test ppl {entry['perplexity']:8.2f}  x teacher {entry['ppl_vs_teacher']:.3f}  "
+        print(f"{name:12s} ppl {entry['perplexity']:8.2f}  x teacher {entry['ppl_vs_teacher']:.3f}  "
               f"parameters x {entry['parameters_vs_teacher']:.3f}")  # fmt: skip
     return 0
 
