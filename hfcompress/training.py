@@ -156,6 +156,7 @@ def _raise_interrupt(signum, frame):
 def run_training(trainer, args) -> dict:
     """`trainer.train()` with resume, the divergence guard and signal handling; returns what the report records."""
     resumed = resolve_resume(args)
+    resumed_at = _step_of(resumed) if resumed else None  # read now: --save_total_limit may delete it while training
     check_processes(args)
     trainer.add_callback(DivergenceGuard(lambda: trainer.model))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
@@ -174,7 +175,7 @@ def run_training(trainer, args) -> dict:
             "processes": args.world_size}  # fmt: skip
     if resumed:
         info["resumed_from"] = resumed
-        info["resumed_at_step"] = _step_of(resumed)
+        info["resumed_at_step"] = resumed_at
     return info
 
 
