@@ -33,6 +33,7 @@ def test_evaluate_rte_string_labels(tmp_path):
     out = tmp_path / "rte"
     result = run_cli(
         "finetune", "minilm", "--task", "rte", "--data-dir", SHARED_GLUE, "--max-train-samples", "32",
+        "--max-eval-samples", "32",
         "--max-steps", "2", "--per-device-train-batch-size", "16", "--latency-runs", "0", "--output-dir", out,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
