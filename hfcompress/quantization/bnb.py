@@ -15,7 +15,7 @@ import torch
 
 from ..errors import HfcompressError, UsageError
 from .configs import BnbConfig, BnbInt8Config, BnbNf4Config
-from .onnx_export import DEFAULT_CHECK_TEXTS, input_names, max_difference, prediction_agreement, tokenize_batches
+from .onnx_export import DEFAULT_CHECK_TEXTS, input_names, saved_model_checks, tokenize_batches
 
 NOTE = (
     "bitsandbytes buys memory, not CPU speed: weights are stored in 8 or 4 bits and dequantized inside its matmul "
@@ -206,23 +206,13 @@ def quantize_bnb(
     reference = _logits(reference_model, batches)
     quantized = _logits(model, batches)
     again = _logits(reloaded, batches)
-    roundtrip = max_difference(quantized, again)
-    if not roundtrip <= ROUNDTRIP_TOLERANCE:
-        raise HfcompressError(
-            f"The saved {config.method} model of '{name}' gives logits up to {roundtrip:.3g} away from the model "
-            f"before saving (tolerance {ROUNDTRIP_TOLERANCE:g}); the folder in '{output_dir}' should not be used."
-        )
+    checks = saved_model_checks(config.method, name, output_dir, reference, quantized, again, batches,
+                                ROUNDTRIP_TOLERANCE)  # fmt: skip
     return {
         "device": device(),
         "quantized_modules": len(plan["quantized"]),
         "kept_in_full_precision": plan["kept"],
         "unsupported_shape": plan["unsupported_shape"],
-        "checks": {
-            "examples": sum(len(b["input_ids"]) for b in batches),
-            "roundtrip_max_abs_diff": roundtrip,
-            "roundtrip_tolerance": ROUNDTRIP_TOLERANCE,
-            "quantized_max_abs_diff": max_difference(reference, quantized),
-            "quantized_prediction_agreement": prediction_agreement(reference, quantized),
-        },
+        "checks": checks,
         "note": NOTE,
     }

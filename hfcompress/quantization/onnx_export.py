@@ -150,3 +150,22 @@ def check_agreement(reference, other, tolerance: float, what: str) -> float:
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+def saved_model_checks(method: str, name: str, output_dir, reference, quantized, again, batches,
+                       tolerance: float) -> dict:  # fmt: skip
+    """Logits of fp32 `reference`, the `quantized` model and its saved-and-reloaded copy (`again`) compared: a
+    reload that does not give the quantized model's logits (within `tolerance`) is an error."""
+    roundtrip = max_difference(quantized, again)
+    if not roundtrip <= tolerance:
+        raise HfcompressError(
+            f"The saved {method} model of '{name}' gives logits up to {roundtrip:.3g} away from the model "
+            f"before saving (tolerance {tolerance:g}); the folder in '{output_dir}' should not be used."
+        )
+    return {
+        "examples": sum(len(b["input_ids"]) for b in batches),
+        "roundtrip_max_abs_diff": roundtrip,
+        "roundtrip_tolerance": tolerance,
+        "quantized_max_abs_diff": max_difference(reference, quantized),
+        "quantized_prediction_agreement": prediction_agreement(reference, quantized),
+    }

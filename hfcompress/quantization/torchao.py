@@ -19,7 +19,7 @@ import torch
 
 from ..errors import HfcompressError
 from .configs import TorchaoConfig
-from .onnx_export import DEFAULT_CHECK_TEXTS, input_names, max_difference, prediction_agreement, tokenize_batches
+from .onnx_export import DEFAULT_CHECK_TEXTS, input_names, saved_model_checks, tokenize_batches
 
 MIN_VERSION = "0.15.0"  # transformers 5 imports torchao's safetensors support only from this version
 CHECK_ROWS = 16
@@ -126,12 +126,8 @@ def quantize_torchao(model_dir, config: TorchaoConfig, output_dir, tokenizer, ch
     batches = tokenize_batches(tokenizer, list(check_texts or DEFAULT_CHECK_TEXTS)[:CHECK_ROWS], names, max_length)
     reference, quantized = _logits(reference_model, batches), _logits(model, batches)
     again = _logits(reloaded, batches)
-    roundtrip = max_difference(quantized, again)
-    if not roundtrip <= ROUNDTRIP_TOLERANCE:
-        raise HfcompressError(
-            f"The saved {config.method} model of '{name}' gives logits up to {roundtrip:.3g} away from the model "
-            f"before saving (tolerance {ROUNDTRIP_TOLERANCE:g}); the folder in '{output_dir}' should not be used."
-        )
+    checks = saved_model_checks(config.method, name, output_dir, reference, quantized, again, batches,
+                                ROUNDTRIP_TOLERANCE)  # fmt: skip
     int4_cpu = config.method == "torchao-int4-weight" and device() == "cpu"
     return {
         "device": device(),
@@ -140,12 +136,6 @@ def quantize_torchao(model_dir, config: TorchaoConfig, output_dir, tokenizer, ch
         "quantized_modules": len(plan["quantized"]),
         "kept_in_full_precision": plan["kept"],
         "unsupported_shape": plan["unsupported_shape"],
-        "checks": {
-            "examples": sum(len(b["input_ids"]) for b in batches),
-            "roundtrip_max_abs_diff": roundtrip,
-            "roundtrip_tolerance": ROUNDTRIP_TOLERANCE,
-            "quantized_max_abs_diff": max_difference(reference, quantized),
-            "quantized_prediction_agreement": prediction_agreement(reference, quantized),
-        },
+        "checks": checks,
         "note": NOTE_INT4_CPU if int4_cpu else NOTE,
     }
