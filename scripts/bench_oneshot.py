@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+from bench_common import hfcompress
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
-
-
-def hfcompress(*args) -> None:
-    command = [sys.executable, "-m", "hfcompress", *map(str, args)]
-    print("$", " ".join(command[2:]), flush=True)
-    subprocess.run(command, check=True)
 
 
 def runs(recovery_steps: int) -> dict[str, list[str]]:

@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from bench_common import add_latency, hfcompress
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
 METHODS = ("torchao-int8-weight", "torchao-int8-dynamic", "torchao-int4-weight", "bnb-int8", "bnb-nf4")
-
-
-def hfcompress(*args) -> None:
-    command = [sys.executable, "-m", "hfcompress", *map(str, args)]
-    print("$", " ".join(command[2:]), flush=True)
-    subprocess.run(command, check=True)
 
 
 def block_bytes(path: Path) -> int:
@@ -79,12 +74,7 @@ def main() -> int:
         entry["smaller_than_fp32"] = round(base["size_bytes"] / entry["size_bytes"], 3)
         entry["blocks_smaller_than_fp32"] = round(base["block_bytes"] / entry["block_bytes"], 3)
     if args.latency_rounds:
-        latency = out / "latency.json"
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_lm_latency.py"), *map(str, folders.values()),
-                        "--rounds", str(args.latency_rounds), "--output-file", str(latency)], check=True)  # fmt: skip
-        timings = json.loads(latency.read_text())["results"]
-        for name, folder in folders.items():
-            results[name]["latency"] = timings.get(str(folder))
+        add_latency(results, folders, args.latency_rounds, out)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for name, entry in results.items():
         print(f"{name:22s} test ppl {entry['perplexity']:8.2f}  x fp32 {entry['ppl_vs_fp32']:.4f}  "

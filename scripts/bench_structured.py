@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from bench_common import add_latency, hfcompress
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
@@ -29,12 +30,6 @@ PLANS = {
     "depth-3": ["--structure", "depth", "--num-layers", "3"],
     "depth-1": ["--structure", "depth", "--num-layers", "1"],
 }  # fmt: skip
-
-
-def hfcompress(*args) -> None:
-    command = [sys.executable, "-m", "hfcompress", *map(str, args)]
-    print("$", " ".join(command[2:]), flush=True)
-    subprocess.run(command, check=True)
 
 
 def main() -> int:
@@ -98,12 +93,7 @@ def main() -> int:
         entry["ppl_vs_teacher"] = round(entry["perplexity"] / base["perplexity"], 4)
         entry["parameters_vs_teacher"] = round(entry["parameters"] / base["parameters"], 4)
     if args.latency_rounds:
-        latency = out / "latency.json"
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_lm_latency.py"), *map(str, folders.values()),
-                        "--rounds", str(args.latency_rounds), "--output-file", str(latency)], check=True)  # fmt: skip
-        timings = json.loads(latency.read_text())["results"]
-        for name, folder in folders.items():
-            results[name]["latency"] = timings.get(str(folder))
+        add_latency(results, folders, args.latency_rounds, out)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     for name, entry in results.items():
         print(f"{name:12s} ppl {entry['perplexity']:8.2f}  x teacher {entry['ppl_vs_teacher']:.3f}  "
