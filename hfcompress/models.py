@@ -23,6 +23,13 @@ ALIASES = {
 }
 
 logger = logging.getLogger("hfcompress")
+_NOTED: set[str] = set()  # notices already given in this process, so a model loaded three times says it once
+
+
+def _notice(message: str) -> None:
+    if message not in _NOTED:
+        _NOTED.add(message)
+        logger.warning(message)
 
 
 def packaged_minilm_path() -> Path | None:
@@ -88,6 +95,7 @@ def load_config(name: str | os.PathLike, trust_remote_code: bool = False, **kwar
 
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     resolved = check_model_available(name)
+    check_remote_code(resolved, trust_remote_code, kwargs.get("revision"))
     try:
         config = AutoConfig.from_pretrained(resolved, trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError) as err:
@@ -96,12 +104,50 @@ def load_config(name: str | os.PathLike, trust_remote_code: bool = False, **kwar
     return config
 
 
+def check_remote_code(resolved: str, trust_remote_code: bool, revision: str | None = None) -> None:
+    """Say what happens to the Python code a checkpoint ships (config.json's `auto_map`), before it can run.
+
+    With --trust-remote-code it runs, and a notice says so. Without it, a model type transformers knows loads with
+    transformers' own code (a notice says so), and one it does not know is refused in one sentence.
+    """
+    from transformers import PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(resolved, **({"revision": revision} if revision else {}))
+    except (OSError, ValueError):
+        return  # AutoConfig says what is wrong with the config
+    auto_map = config.get("auto_map") or {}
+    if not auto_map:
+        return
+    refs = [ref for value in auto_map.values() for ref in (value if isinstance(value, (list, tuple)) else [value])]
+    files = ", ".join(sorted({ref.split("--")[-1].rsplit(".", 1)[0] + ".py" for ref in refs if ref}))
+    model_type = config.get("model_type")
+    if trust_remote_code:
+        _notice(f"Note: --trust-remote-code is set, so the Python code shipped with '{resolved}' ({files}) will run.")
+    elif model_type in CONFIG_MAPPING:
+        _notice(f"Note: '{resolved}' ships its own model code ({files}), which is not run without "
+                f"--trust-remote-code; transformers' built-in {model_type} code loads it instead.")  # fmt: skip
+    else:
+        raise UsageError(
+            f"'{resolved}' needs the Python code it ships ({files}) to load; pass --trust-remote-code to run it, "
+            "only if you trust its source."
+        )
+
+
 def check_weight_files(folder) -> None:
-    """Refuse a local folder whose safetensors files are damaged (a truncated download or copy), before any work."""
+    """Refuse a local folder whose safetensors files are damaged (a truncated download or copy), before any work;
+    say so when the weights are a pickle (pytorch_model.bin), which transformers loads with
+    torch.load(weights_only=True)."""
     from safetensors import safe_open
 
     if not Path(folder).is_dir():
         return
+    pickles = sorted(p.name for p in Path(folder).glob("pytorch_model*.bin"))
+    if pickles and not any(Path(folder).glob("*.safetensors")):
+        _notice(f"Note: '{folder}' holds its weights as a pickle ({pickles[0]}); transformers loads it with "
+                "torch.load(weights_only=True), which refuses code in it, but safetensors cannot hold code at all: "
+                "save it again with save_pretrained to convert it.")  # fmt: skip
     for path in sorted(Path(folder).glob("*.safetensors")):
         try:
             with safe_open(str(path), "pt") as handle:
@@ -146,6 +192,10 @@ def load_for_task(name: str | os.PathLike, task, model_args=None, trust_remote_c
     resolved = check_model_available(name)
     config = load_config(resolved, trust_remote_code=trust_remote_code, revision=kwargs.get("revision"))
     task.check_config(config, resolved)
+    if getattr(config, "hfcompress_factorized", None):  # low-rank layers plain from_pretrained cannot build
+        from .factorization.loading import load_for_task as load_factorized
+
+        return load_factorized(resolved, task, config, kwargs)
     if task.kind != TaskType.CAUSAL_LM:
         model, fresh = load_sequence_classifier(resolved, task.model_kwargs().get("num_labels"), trust_remote_code,
                                                 **kwargs)  # fmt: skip

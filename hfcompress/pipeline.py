@@ -52,9 +52,10 @@ def check_training_output(args, inputs: tuple = ()) -> Path:
     return staging
 
 
-def load_data(task, need_train: bool):
-    """The task's splits, checked: a train split when training, an evaluation split always."""
-    return as_task(task).load_splits(need_train)
+def load_data(task, need_train: bool, train: bool = True):
+    """The task's splits, checked: a train split when training, an evaluation split always; `train=False`
+    (evaluation) does not read the train data at all."""
+    return as_task(task).load_splits(need_train, train)
 
 
 def as_task(data) -> Task:
@@ -195,7 +196,10 @@ def trainer_args_without_push(args):
     if not getattr(args, "push_to_hub", False):
         return args
     from .hub import check_token
+    from .hub.push import check_repo_id
 
+    if args.hub_model_id and "/" in args.hub_model_id:
+        check_repo_id(args.hub_model_id)  # a bad id found after training would waste the run's push
     check_token(args.hub_token)
     trainer_args = copy.copy(args)
     trainer_args.push_to_hub = False
@@ -219,8 +223,18 @@ def finish_run(report: dict, output_dir: Path, args, title: str, source_dir: str
     args.output_dir = str(output_dir)
     print_summary(report, title)
     if getattr(args, "push_to_hub", False):
+        from .errors import HfcompressError
         from .hub import push_folder
+        from .hub.push import without_retry_advice
 
         repo_id = args.hub_model_id or Path(output_dir).resolve().name
-        url = push_folder(output_dir, repo_id, private=bool(args.hub_private_repo), token=args.hub_token)
+        try:
+            url = push_folder(output_dir, repo_id, private=bool(args.hub_private_repo), token=args.hub_token)
+        except HfcompressError as err:
+            # The same command again would be refused (the output folder exists now): say how to push what is saved.
+            private = " --private" if args.hub_private_repo else ""
+            raise HfcompressError(
+                f"The model is saved at '{output_dir}', but pushing it failed ({without_retry_advice(str(err))}); "
+                f"push it with: hfcompress push {output_dir} --repo-id {repo_id}{private}"
+            ) from None
         print(f"Pushed {output_dir} to {url}")

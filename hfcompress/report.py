@@ -125,6 +125,17 @@ def _fmt_bytes(n: int | None) -> str:
     return "-" if not n else f"{n / 1e6:.1f} MB"
 
 
+def _fmt(value, spec: str = ".4f", scale: float = 1.0, unit: str = "") -> str:
+    """A measured number, or "-" when it was not measured (missing or NaN): a summary never shows nan."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return "-"
+    return f"{value / scale:{spec}}{unit}"
+
+
+def _fmt_ratio(value) -> str:
+    return "" if _fmt(value) == "-" else f"{value:.3f}x"
+
+
 def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
     src, res, rat = report["source"], report["result"], report["ratios"]
     rows = []
@@ -138,44 +149,31 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
             "bytes",
             "nll_per_token",
         ):
-            source_value = (src.get("metrics") or {}).get(name, float("nan"))
-            rows.append((name, f"{source_value:.4f}", f"{value:.4f}", ""))
+            rows.append((name, _fmt((src.get("metrics") or {}).get(name)), _fmt(value), ""))
     info = report.get("task_info") or {}
-    if info.get("kind", "glue") == "glue":
-        rows.append(
-            (
-                "GLUE score",
-                f"{src.get('score', float('nan')):.4f}",
-                f"{res.get('score', float('nan')):.4f}",
-                f"{rat.get('score', float('nan')):.3f}x",
-            )
-        )
+    if info.get("kind", "glue") == "glue" and _fmt(res.get("score")) != "-":
+        rows.append(("GLUE score", _fmt(src.get("score")), _fmt(res.get("score")), _fmt_ratio(rat.get("score"))))
     elif "score" in rat:
         better = "lower is better" if info.get("lower_is_better") else "higher is better"
         rows.append((f"score ({info.get('score')}), {better}", "", "", f"{rat['score']:.3f}x"))
-    rows.append(
-        (
-            "parameters",
-            f"{src.get('parameters', 0) / 1e6:.2f} M",
-            f"{res.get('parameters', 0) / 1e6:.2f} M",
-            f"{rat.get('parameters', float('nan')):.3f}x",
+    # A count of 0 is "not measured" (a quantized folder without a report), never a model with no parameters.
+    parameters = [v if v else None for v in (src.get("parameters"), res.get("parameters"))]
+    if any(parameters):
+        rows.append(
+            ("parameters", *(_fmt(v, ".2f", 1e6, " M") for v in parameters), _fmt_ratio(rat.get("parameters")))
         )
-    )
-    rows.append(
-        (
-            "size on disk",
-            _fmt_bytes(src.get("size_bytes")),
-            _fmt_bytes(res.get("size_bytes")),
-            f"{rat.get('size_bytes', float('nan')):.3f}x",
-        )
-    )
+    if src.get("size_bytes") or res.get("size_bytes"):
+        rows.append(("size on disk", _fmt_bytes(src.get("size_bytes")), _fmt_bytes(res.get("size_bytes")),
+                     _fmt_ratio(rat.get("size_bytes"))))  # fmt: skip
     if src.get("memory_bytes") and res.get("memory_bytes") and "generations" in res:
         rows.append(("parameter memory", _fmt_bytes(src["memory_bytes"]), _fmt_bytes(res["memory_bytes"]),
-                     f"{rat.get('memory_bytes', float('nan')):.3f}x"))  # fmt: skip
+                     _fmt_ratio(rat.get("memory_bytes"))))  # fmt: skip
     sparsity = res.get("sparsity")
     if sparsity:
-        rows.append(("sparsity (pruned layers)", "0.000", f"{sparsity['global']:.3f}", ""))
-        rows.append(("sparsity (all weights)", "", f"{sparsity['all_parameters']:.3f}", ""))
+        # The source's sparsity is not measured (it may be a pruned model already), so its cell stays empty.
+        rows.append(("sparsity (pruned layers)", "-", _fmt(sparsity.get("global"), ".3f"), ""))
+        if _fmt(sparsity.get("all_parameters")) != "-":
+            rows.append(("sparsity (all weights)", "-", _fmt(sparsity["all_parameters"], ".3f"), ""))
         if sparsity.get("compressed_size_bytes") and src.get("compressed_size_bytes"):
             ratio = sparsity["compressed_size_bytes"] / src["compressed_size_bytes"]
             rows.append(("compressed size (zlib)", _fmt_bytes(src["compressed_size_bytes"]),
@@ -183,6 +181,13 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
         if sparsity.get("intermediate_size"):
             before, after = sparsity["intermediate_size"]
             rows.append(("FFN intermediate size", str(before), str(after), f"{after / before:.3f}x"))
+    vocab = res.get("vocabulary")
+    if vocab:
+        before, after = vocab["vocab_size"]
+        rows.append(("vocabulary (tokens)", str(before), str(after), f"{after / before:.3f}x"))
+        if (vocab.get("dev") or {}).get("tokens"):
+            dev = vocab["dev"]
+            rows.append(("dev tokens dropped", "", f"{dev['tokens_dropped']:,} ({dev['dropped_fraction']:.2%})", ""))
     for batch, ms in (res.get("latency_ms") or {}).items():
         source_ms = (src.get("latency_ms") or {}).get(batch)
         speedup = rat.get(f"speedup_{batch}")

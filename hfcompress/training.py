@@ -137,16 +137,47 @@ def is_main_process(args) -> bool:
     return getattr(args, "process_index", 0) == 0
 
 
-def check_processes(args) -> None:
-    """Refuse a multi-process launch in which each process would silently train alone."""
+def check_processes(args, trainer=None) -> None:
+    """Refuse a multi-process launch in which each process would silently train alone, and a sharded engine that
+    accelerate would silently drop: on CPU it runs plain DDP for FSDP and nothing for DeepSpeed. Without `trainer`
+    (before any work) CPU training is taken as the sign; with it, whether its accelerator kept the engine."""
     import os
 
+    flag = "--fsdp" if getattr(args, "fsdp", None) else "--deepspeed" if getattr(args, "deepspeed", None) else None
+    if flag and (_on_cpu(args) if trainer is None else not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)):
+        raise UsageError(
+            f"{flag} needs GPUs: on CPU accelerate silently trains without it (FSDP becomes plain DDP, DeepSpeed is "
+            f"switched off); drop {flag}, as with --use_cpu several processes already train together over gloo."
+        )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > 1 and args.world_size != launched:
         raise UsageError(
             f"Launched as {launched} processes, but the Trainer sees {args.world_size}: without a GPU per process "
             "each would train alone on the whole data; on CPU pass --use_cpu so they train together over gloo."
         )
+
+
+def _unshard(trainer) -> None:
+    """After FSDP2 training, every process gathers the full model, so the main one can save and measure it
+    alone; callbacks that hold modules of the sharded model (`rebind`) move to the gathered one."""
+    from .sharding import gathered_model, is_fsdp2_model
+
+    if not is_fsdp2_model(trainer.model):
+        return
+    trainer.model = trainer.model_wrapped = gathered_model(trainer.model)
+    for callback in trainer.callback_handler.callbacks:
+        if hasattr(callback, "rebind"):
+            callback.rebind(trainer.model)
+
+
+def _on_cpu(args) -> bool:
+    """Training would run on CPU (asked, or no accelerator), read without setting up devices."""
+    if getattr(args, "use_cpu", False):
+        return True
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return not accelerator.is_available()
+    return not torch.cuda.is_available()
 
 
 def _raise_interrupt(signum, frame):
@@ -157,7 +188,7 @@ def run_training(trainer, args) -> dict:
     """`trainer.train()` with resume, the divergence guard and signal handling; returns what the report records."""
     resumed = resolve_resume(args)
     resumed_at = _step_of(resumed) if resumed else None  # read now: --save_total_limit may delete it while training
-    check_processes(args)
+    check_processes(args, trainer)
     trainer.add_callback(DivergenceGuard(lambda: trainer.model))
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
@@ -171,6 +202,7 @@ def run_training(trainer, args) -> dict:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    _unshard(trainer)
     info = {"steps_done": trainer.state.global_step, "epochs_done": round(trainer.state.epoch or 0.0, 4),
             "processes": args.world_size}  # fmt: skip
     if resumed:

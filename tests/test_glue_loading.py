@@ -195,7 +195,8 @@ def test_qqp_skips_broken_lines(glue_root, caplog):
     data = load_glue("qqp", data_dir=glue_root)
     assert data["train"].column_names == ["question1", "question2", "label"]
     assert data["train"]["label"] == [0, 1]
-    assert "Skipped 1 malformed lines" in caplog.text
+    assert "Skipped 1 malformed row of " in caplog.text
+    assert "QQP/train.tsv (not 6 tab-separated fields on line 4)." in caplog.text
 
 
 def test_mnli_has_matched_and_mismatched_dev(glue_root):

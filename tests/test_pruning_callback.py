@@ -141,5 +141,5 @@ def test_prune_while_distilling(tmp_path, tokenizer):
 def test_end_step_past_the_run_is_refused_before_training(tmp_path, tokenizer):
     from hfcompress.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"end_step \(50\) is past the run's last step \(12\)"):
+    with pytest.raises(UsageError, match=r"--end-step 50 is past the run's last step \(12\)"):
         train(tmp_path, tokenizer, PruningConfig(sparsity=0.5, end_step=50))

@@ -45,13 +45,13 @@ def test_update_steps():
     [
         (dict(sparsity=1.0), "Sparsity must be in [0, 1)"),
         (dict(sparsity=-0.1), "Sparsity must be in [0, 1)"),
-        (dict(sparsity=0.5, initial_sparsity=0.6), "initial_sparsity must be between"),
-        (dict(start_step=50, end_step=20), "end_step (20) must come after start_step (50)"),
+        (dict(sparsity=0.5, initial_sparsity=0.6), "--initial-sparsity must be between"),
+        (dict(start_step=50, end_step=20), "--end-step 20 must come after --start-step 50"),
         (dict(structure="2:4", sparsity=0.9), "pass --sparsity 0.5"),
         (dict(schedule="exponential"), "Unknown schedule 'exponential'"),
         (dict(scope="layer"), "Unknown scope"),
         (dict(structure="4:8"), "Unknown structure"),
-        (dict(update_frequency=0), "update_frequency must be at least 1"),
+        (dict(update_frequency=0), "--update-frequency must be at least 1"),
         (dict(ffn_size=128), "--ffn-size only applies"),
     ],
 )
@@ -64,5 +64,5 @@ def test_impossible_settings(kwargs, message):
 def test_end_step_resolution():
     assert PruningConfig().resolve_end_step(100) == 70
     assert PruningConfig(end_step=100).resolve_end_step(100) == 100
-    with pytest.raises(UsageError, match=r"end_step \(150\) is past the run's last step \(100\)"):
+    with pytest.raises(UsageError, match=r"--end-step 150 is past the run's last step \(100\)"):
         PruningConfig(end_step=150).resolve_end_step(100)

@@ -156,8 +156,8 @@ def test_export_check_fails_loudly(tmp_path, model_dir):
             dict(calibration_method="kl"),
             "Unknown calibration method 'kl'; choose one of: minmax, entropy, percentile.",
         ),
-        (dict(calibration_samples=0), "calibration_samples must be at least 1"),
-        (dict(percentile=50.0), "percentile must be between 90 and 100"),
+        (dict(calibration_samples=0), "--calibration-samples must be at least 1"),
+        (dict(percentile=50.0), "--percentile must be between 90 and 100"),
         (dict(opset=9), "opset must be between 14 and 20"),
     ],
 )

@@ -45,3 +45,19 @@ def test_python_block_runs(tmp_path, code):
     assert (project / "runs" / "tiny-lm-ft" / "compression.json").is_file()
     perplexity = float(result.stdout.strip().splitlines()[-1].split()[0])
     assert 1 < perplexity < 700  # uniform over the 1,000-token vocabulary would be 1,000
+
+
+RECIPES = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_yaml_recipe_checks_out_as_printed(tmp_path, recipe):
+    """The README's recipe, from the repository root as the README says, checked by `hfcompress run --check`."""
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = ["run", str(tmp_path / "recipe.yaml"), "--output-dir", str(tmp_path / "edge"), "--check"]
+    result = subprocess.run([sys.executable, "-m", "hfcompress", *command], cwd=ROOT, env=env, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "5 steps, all checked" in result.stdout and "05-quantize: hfcompress quantize" in result.stdout
+    assert not (tmp_path / "edge").exists()

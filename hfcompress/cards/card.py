@@ -26,6 +26,7 @@ from .sections import (
     METHOD_NAMES,
     data_sentence,
     hyperparameters,
+    is_factorized_card,
     latency_note,
     limitations,
     lineage_rows,
@@ -145,6 +146,7 @@ def card_context(report: dict, output_dir: Path, existing: dict | None, source: 
         report, output_dir, task, data, base, relation, backend, config, existing, source, repo_id
     )
     name = repo_id.split("/")[-1] if repo_id else output_dir.resolve().name
+    usage = "factorized" if is_factorized_card(config, backend) else backend if backend in BACKENDS else "transformers"
     return {
         "metadata": yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True, width=1000).strip(),
         "generated": GENERATED.format(run=run),
@@ -157,7 +159,7 @@ def card_context(report: dict, output_dir: Path, existing: dict | None, source: 
         "results": result_rows(report),
         "latency_note": latency_note(report),
         "chart": CHART_NAME if chart else None,
-        "backend": backend if backend in BACKENDS else "transformers",
+        "backend": usage,
         "snippet": snippet_context(report, output_dir, task, config, repo_id, backend),
         "hyperparameters": hyperparameters(output_dir),
         "steps_without_training": [

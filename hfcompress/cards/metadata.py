@@ -88,6 +88,8 @@ def card_tags(report: dict, task, data: dict, backend: str, config: dict) -> lis
     methods = [step.get("method", "") for step in report.get("steps") or []]
     if "distillation" in methods:
         tags += ["distillation", "knowledge-distillation"]
+    if "low-rank factorization" in methods:
+        tags += ["low-rank", "svd"]
     sparsity = report["result"].get("sparsity") or {}
     if any(method.endswith("pruning") for method in methods) or sparsity:
         tags.append("pruning")

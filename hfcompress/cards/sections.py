@@ -27,6 +27,7 @@ METHOD_NAMES = {
     "finetune": "Fine-tuning",
     "distillation": "Distillation",
     "pruning": "Pruning",
+    "vocab-pruning": "Vocabulary pruning",
     "quantization": "Quantization",
 }
 HYPERPARAMETERS = (
@@ -125,7 +126,13 @@ def key_settings(step: dict) -> str:
     parts = []
     if step.get("student") and step.get("method") == "distillation":
         parts.append(f"student: {step['student']}")
-    for key, value in (step.get("settings") or {}).items():
+    settings = step.get("settings") or {}
+    # What ran, not what was asked: once steps_done is recorded, the asked epochs and steps (still in the Training
+    # section, as Trainer arguments) would read as what the step did.
+    asked = ("epochs", "num_train_epochs", "max_steps") if "steps_done" in settings else ()
+    for key, value in settings.items():
+        if key in asked:
+            continue
         if key == "layer_map" and isinstance(value, dict):
             pairs = ", ".join(f"{k}←{v}" for k, v in sorted(value.items(), key=lambda kv: int(kv[0])))
             parts.append(f"layer map (student←teacher): {pairs}")
@@ -253,6 +260,8 @@ def snippet_context(report: dict, output_dir: Path, task, config: dict, repo_id,
         labels = info["labels"]
     example = info["example"]
     template = "text_generation" if info["pipeline_tag"] == "text-generation" and backend == "transformers" else None
+    if is_factorized_card(config, backend):
+        template = "factorized"
     return {
         "model": repo_id or str(output_dir.resolve()),
         "from_hub": bool(repo_id),
@@ -263,7 +272,13 @@ def snippet_context(report: dict, output_dir: Path, task, config: dict, repo_id,
         "onnx_file": onnx_file(report, output_dir),
         "max_length": to_int(options_of(argv_of(report)).get("max_seq_length")) or 128,
         "template": f"snippet_{template or (backend if backend in BACKENDS else 'transformers')}.py.j2",
+        "generation": info["pipeline_tag"] == "text-generation",
     }
+
+
+def is_factorized_card(config: dict, backend: str) -> bool:
+    """A PyTorch folder with `hfcompress factorize`'s low-rank layers, which only `hfcompress.load_model` builds."""
+    return backend == "transformers" and bool(config.get("hfcompress_factorized"))
 
 
 def onnx_file(report: dict, output_dir: Path) -> str:
@@ -303,6 +318,19 @@ def limitations(report: dict, task, data: dict, backend: str) -> list[str]:
             "weight, so the dense file keeps its size (the gain shows after compression, see the zlib row) and a "
             "dense runtime is no faster; speed needs a sparse kernel or runtime."
         )
+    vocab = res.get("vocabulary")
+    if vocab:
+        before, after = vocab["vocab_size"]
+        dev = vocab.get("dev") or {}
+        dropped = ""
+        if dev.get("tokens"):
+            share = f"{dev['tokens_dropped']:,} of the {dev['tokens']:,} dev-set tokens, {dev['dropped_fraction']:.2%}"
+            dropped = f" ({share}, were dropped)"
+        items.append(
+            f"The vocabulary keeps only the {after:,} of {before:,} tokens seen in the task's {vocab['source']} "
+            f"texts: a word with a dropped piece is split into kept pieces or read as the unknown token{dropped}, "
+            "so text from other sources reads worse than with the full vocabulary."
+        )
     if backend == "bitsandbytes":
         speedup = (report.get("ratios") or {}).get("speedup_batch_1")
         measured = f" ({1 / speedup:.1f}x slower at batch 1 here)" if speedup and speedup < 1 else ""
@@ -326,6 +354,12 @@ def limitations(report: dict, task, data: dict, backend: str) -> list[str]:
             )
             + "The speed-up depends on the CPU's int8 instructions (AVX-512 VNNI, AMX, ARM dot-product) and the "
             "thread count, so measure it on your hardware. The ONNX file runs in ONNX Runtime, not in `transformers`."
+        )
+    if "low-rank factorization" in methods and backend == "transformers":
+        items.append(
+            "The factorized layers (two Linear layers each, listed in config.json) are not a `transformers` format: "
+            "plain `from_pretrained` leaves them randomly initialized (its load report lists their weights as "
+            "MISSING and UNEXPECTED), so load the model with `hfcompress.load_model` as shown above."
         )
     if "distillation" in methods:
         items.append(

@@ -93,6 +93,10 @@ def parse_dataclasses(argv: list[str], types: tuple, prog: str, description: str
         raise
     except ValueError as err:  # TrainingArguments' own checks
         raise UsageError(str(err).strip().splitlines()[0]) from err
+    except ImportError as err:  # an engine TrainingArguments loads: --deepspeed without the deepspeed package
+        if "deepspeed" in str(err).lower():
+            raise UsageError("--deepspeed needs the deepspeed package, which is not installed.") from err
+        raise
     return parsed[: len(types)]
 
 

@@ -11,13 +11,14 @@ DESCRIPTION = (
 )
 
 
+TYPES = (ModelArguments, StudentArguments, DataArguments, DistillationArguments)
+
+
+def parse(argv: list[str]):
+    return parse_dataclasses(argv, TYPES, "distill", DESCRIPTION, positional="model")
+
+
 def run(argv: list[str]) -> int:
-    model_args, student_args, data_args, args = parse_dataclasses(
-        argv,
-        (ModelArguments, StudentArguments, DataArguments, DistillationArguments),
-        "distill",
-        DESCRIPTION,
-        positional="model",
-    )
+    model_args, student_args, data_args, args = parse(argv)
     run_distill(model_args, student_args, data_args, args, command_line(argv, "distill", (args.hub_token,)))
     return 0

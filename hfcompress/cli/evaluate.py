@@ -25,10 +25,15 @@ class EvaluateArguments:
     output_file: str | None = field(default=None, metadata={"help": "Also write the results to this JSON file."})
 
 
+TYPES = (ModelArguments, DataArguments, EvaluateArguments)
+
+
+def parse(argv: list[str]):
+    return parse_dataclasses(argv, TYPES, "evaluate", DESCRIPTION, positional="model")
+
+
 def run(argv: list[str]) -> int:
-    model_args, data_args, eval_args = parse_dataclasses(
-        argv, (ModelArguments, DataArguments, EvaluateArguments), "evaluate", DESCRIPTION, positional="model"
-    )
+    model_args, data_args, eval_args = parse(argv)
     task = as_task(data_args)
     if eval_args.output_file and Path(eval_args.output_file).exists():
         raise UsageError(f"Output file '{eval_args.output_file}' already exists; choose another name.")
@@ -52,7 +57,7 @@ def run(argv: list[str]) -> int:
         print(f"Warning: '{model_args.model}' was trained with the labels {', '.join(other)}, not {task.name}'s "
               f"({', '.join(task.label_names)}); its predictions are scored as {task.name}'s labels.",
               file=sys.stderr)  # fmt: skip
-    splits = load_data(task, need_train=False)
+    splits = load_data(task, need_train=False, train=False)
     tokenizer = load_tokenizer(model_args.model, model_args.trust_remote_code, model_args.revision)
     splits = task.prepare(splits, tokenizer, config)
     if backend:

@@ -15,6 +15,9 @@ COMMANDS = {
     "evaluate": "Evaluate a model on a GLUE dev set (official metric, size, latency).",
     "prune": "Prune a model gradually while fine-tuning or distilling (unstructured, 2:4 or FFN neurons).",
     "quantize": "Quantize a model: ONNX Runtime int8 (CPU) or bitsandbytes int8 / NF4.",
+    "factorize": "Low-rank factorization of Linear layers (truncated SVD, optionally activation-aware).",
+    "run": "Run a recipe: several steps (distill, prune, quantize, evaluate ...) from one YAML file or preset.",
+    "benchmark": "Compare models on a task: metric, size, memory, interleaved latency; table, JSON, CSV, charts.",
     "push": "Publish an output directory, with its model card, to the Hugging Face Hub.",
     "demo": "Fine-tune, distil and evaluate the packaged MiniLM end to end, offline.",
     "env": "Print versions for bug reports.",
@@ -59,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return module.run(rest)
     except HfcompressError as err:
         print_error(name, str(err))
+        from ..outputs import abandon_unused
+
+        abandon_unused()  # a run refused before writing leaves no folder, even when called in process
         return err.exit_code
     except KeyboardInterrupt:
         print_error(name, "interrupted.")

@@ -39,8 +39,15 @@ class PushArguments:
             raise UsageError("--repo-id is required, e.g. --repo-id your-name/minilm-sst2-distilled.")
 
 
+TYPES = (PushArguments,)
+
+
+def parse(argv: list[str]):
+    return parse_dataclasses(argv, TYPES, "push", DESCRIPTION, positional="output_dir")
+
+
 def run(argv: list[str]) -> int:
-    (args,) = parse_dataclasses(argv, (PushArguments,), "push", DESCRIPTION, positional="output_dir")
+    (args,) = parse(argv)
     for name in ("httpx", "httpx2"):  # one line per HTTP request is noise here; failures are reported by push_folder
         logging.getLogger(name).setLevel(logging.WARNING)
     url = push_folder(

@@ -13,9 +13,14 @@ DESCRIPTION = (
 )
 
 
+TYPES = (ModelArguments, QuantizeDataArguments, QuantizeArguments)
+
+
+def parse(argv: list[str]):
+    return parse_dataclasses(argv, TYPES, "quantize", DESCRIPTION, positional="model")
+
+
 def run(argv: list[str]) -> int:
-    model_args, data_args, quant_args = parse_dataclasses(
-        argv, (ModelArguments, QuantizeDataArguments, QuantizeArguments), "quantize", DESCRIPTION, positional="model"
-    )
+    model_args, data_args, quant_args = parse(argv)
     run_quantize(model_args, data_args, quant_args, command_line(argv, "quantize"))
     return 0

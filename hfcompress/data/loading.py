@@ -4,10 +4,11 @@ Whatever the source, the result has the Hub's column names and label ids, so mod
 never need to know where the data came from.
 """
 
+import codecs
 import csv
-import io
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
@@ -45,11 +46,13 @@ def load_glue(
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 42,
+    train: bool = True,
 ) -> DatasetDict:
     """Load a GLUE task as splits "train" and the task's validation split(s), with Hub columns and label ids.
 
     Reads the classic GLUE layout from `data_dir` (the GLUE root or the task folder), or the user's
-    csv/tsv/json files, or else downloads nyu-mll/glue from the Hub.
+    csv/tsv/json files, or else downloads nyu-mll/glue from the Hub. `train=False` leaves the train split out
+    without reading its file (evaluation needs none, and a broken train file must not stop it).
     """
     task = get_task(task)
     _check_max_samples("max_train_samples", max_train_samples)
@@ -58,11 +61,13 @@ def load_glue(
     if data_dir is not None and has_files:
         raise UsageError("Pass either --data-dir or --train-file/--validation-file, not both.")
     if data_dir is not None:
-        splits = _load_classic(task, Path(data_dir))
+        splits = _load_classic(task, Path(data_dir), train)
     elif has_files:
-        splits = _load_user_files(task, train_file, validation_file)
+        splits = _load_user_files(task, train_file if train else None, validation_file)
     else:
         splits = _load_hub(task)
+        if not train:
+            splits.pop("train", None)
     for name, dataset in list(splits.items()):
         limit = max_train_samples if name == "train" else max_eval_samples
         if limit is not None and limit < len(dataset):
@@ -73,6 +78,87 @@ def load_glue(
 def _check_max_samples(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise UsageError(f"{name} must be a positive whole number of rows, not {value!r}.")
+
+
+def text_lines(path: Path, what: str = "Data file", encoding: str = "utf-8-sig") -> Iterator[str]:
+    """The lines of a UTF-8 file as stored, line endings kept (utf-8-sig: without a byte-order mark), read one at
+    a time; a byte that is not UTF-8 is refused in one sentence naming the file and its line."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and encoding == "utf-8-sig":
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UsageError(
+                    f"{what} {path} is not UTF-8 text: line {number} holds the byte 0x{raw[err.start]:02x} "
+                    f"({err.reason}); save it as UTF-8."
+                ) from None
+
+
+def read_text(path: Path, what: str = "Data file", encoding: str = "utf-8-sig") -> str:
+    """The whole text of a UTF-8 file, checked as `text_lines` does."""
+    return "".join(text_lines(path, what, encoding))
+
+
+def read_rows(
+    lines: Iterable[str], path: Path, delimiter: str, ragged: list[int], header: list[str] | None = None
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """(header, rows) of csv or tsv lines, TSV without quoting as GLUE writes it; rows are (line, fields) with the
+    line each starts on, read as they are iterated.
+
+    Rows with another number of fields than the header are left out and their lines added to `ragged`, for
+    `report_skipped` once the rows are read. `header` is given for files without a header row (CoLA).
+    """
+    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if delimiter == "\t" else {"delimiter": delimiter}
+    reader = csv.reader(lines, **dialect)
+    try:
+        header = next(reader, []) if header is None else header
+    except csv.Error as err:
+        raise UsageError(f"File {path} has a header line that is not valid {_kind(delimiter)} ({err}).") from None
+
+    def rows():
+        start = reader.line_num + 1
+        try:
+            for fields in reader:
+                line, start = start, reader.line_num + 1
+                if not fields:
+                    continue  # a blank line
+                if len(fields) != len(header):
+                    ragged.append(line)
+                else:
+                    yield line, fields
+        except csv.Error as err:
+            raise UsageError(f"Line {start} of {path} is not valid {_kind(delimiter)} ({err}).") from None
+
+    return header, rows()
+
+
+def _kind(delimiter: str) -> str:
+    return "TSV" if delimiter == "\t" else "CSV"
+
+
+def ragged_reason(header: list[str], delimiter: str) -> str:
+    """How `report_skipped` names rows of the wrong width."""
+    kind = "tab-separated " if delimiter == "\t" else ""
+    return f"not {len(header)} {kind}fields"
+
+
+def report_skipped(path: Path, skipped: dict[str, list[int]], kept: int) -> None:
+    """Warn once about rows of `path` skipped as malformed ({reason: line numbers}); refuse a file left empty."""
+    skipped = {reason: lines for reason, lines in skipped.items() if lines}
+    total = sum(len(lines) for lines in skipped.values())
+    if not total:
+        return
+    why = "; ".join(f"{reason} on {_line_numbers(lines)}" for reason, lines in skipped.items())
+    if not kept:
+        raise UsageError(f"File {path} has no usable rows: all {total} are malformed ({why}).")
+    logger.warning("Skipped %d malformed row%s of %s (%s).", total, "" if total == 1 else "s", path, why)
+
+
+def _line_numbers(lines: list[int], shown: int = 5) -> str:
+    more = f" and {len(lines) - shown} more" if len(lines) > shown else ""
+    return f"line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines[:shown]))}{more}"
 
 
 def _features(task: GlueTask) -> Features:
@@ -164,6 +250,11 @@ def _classic_files(task: GlueTask) -> dict[str, str]:
 
 def _find_task_folder(task: GlueTask, data_dir: Path) -> Path:
     folder_name = _CLASSIC_LAYOUT[task.name][0]
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(
+            f"GLUE data directory {data_dir} is a file, not a folder; pass the GLUE root holding a {folder_name} "
+            "folder, or the task folder itself."
+        )
     if not data_dir.is_dir():
         raise UsageError(
             f"GLUE data directory {data_dir} does not exist; pass the GLUE root holding a {folder_name} "
@@ -181,11 +272,11 @@ def _find_task_folder(task: GlueTask, data_dir: Path) -> Path:
     )
 
 
-def _load_classic(task: GlueTask, data_dir: Path) -> DatasetDict:
+def _load_classic(task: GlueTask, data_dir: Path, train: bool = True) -> DatasetDict:
     folder = _find_task_folder(task, data_dir)
     splits = DatasetDict()
     for split, file in _classic_files(task).items():
-        if (folder / file).is_file():
+        if (folder / file).is_file() and (train or split != "train"):
             splits[split] = _to_dataset(task, _read_classic_tsv(task, folder / file))
     if not splits:
         expected = " or ".join(_classic_files(task).values())
@@ -195,29 +286,28 @@ def _load_classic(task: GlueTask, data_dir: Path) -> DatasetDict:
 
 def _read_classic_tsv(task: GlueTask, path: Path) -> dict[str, list]:
     columns = _CLASSIC_LAYOUT[task.name][1]
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = list(_COLA_COLUMNS) if task.name == "cola" else next(reader, [])
-        missing = [name for name in columns.values() if name not in header]
-        if missing:
-            raise UsageError(
-                f"File {path} has no column {', '.join(repr(c) for c in missing)}; "
-                f"classic GLUE {task.name} files have columns {', '.join(columns.values())}."
-            )
-        positions = {hub: header.index(classic) for hub, classic in columns.items()}
-        rows: dict[str, list] = {hub: [] for hub in columns}
-        skipped = 0
-        for line, fields in enumerate(reader, start=1 if task.name == "cola" else 2):
-            # The real QQP and MNLI files hold a few broken lines; the GLUE loaders skipped them too.
-            if len(fields) != len(header) or not fields[positions["label"]].strip():
-                skipped += 1
-                continue
-            for hub, position in positions.items():
-                if hub != "label":
-                    rows[hub].append(fields[position])
-            rows["label"].append(_label_id(task, fields[positions["label"]], f"line {line} of {path}"))
-    if skipped:
-        logger.warning("Skipped %d malformed lines in %s.", skipped, path)
+    ragged: list[int] = []
+    cola_header = list(_COLA_COLUMNS) if task.name == "cola" else None
+    header, table = read_rows(text_lines(path, "File"), path, "\t", ragged, header=cola_header)
+    missing = [name for name in columns.values() if name not in header]
+    if missing:
+        raise UsageError(
+            f"File {path} has no column {', '.join(repr(c) for c in missing)}; "
+            f"classic GLUE {task.name} files have columns {', '.join(columns.values())}."
+        )
+    # The real QQP and MNLI files hold a few broken lines; the GLUE loaders skipped them too.
+    positions = {hub: header.index(classic) for hub, classic in columns.items()}
+    rows: dict[str, list] = {hub: [] for hub in columns}
+    unlabelled = []
+    for line, fields in table:
+        if not fields[positions["label"]].strip():
+            unlabelled.append(line)
+            continue
+        for hub, position in positions.items():
+            if hub != "label":
+                rows[hub].append(fields[position])
+        rows["label"].append(_label_id(task, fields[positions["label"]], f"line {line} of {path}"))
+    report_skipped(path, {ragged_reason(header, "\t"): ragged, "no label": unlabelled}, kept=len(rows["label"]))
     return rows
 
 
@@ -244,19 +334,20 @@ def _read_user_file(task: GlueTask, path: Path) -> dict[str, list]:
         raise UsageError(f"Data file {path} must end in {', '.join(_USER_SUFFIXES)}.")
     if not path.is_file():
         raise UsageError(f"Data file {path} does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UsageError(f"Data file {path} is not UTF-8 text ({err.reason}).") from None
-    if suffix in (".json", ".jsonl"):
-        records = _json_records(text, path)
-    else:
-        # TSV follows GLUE (no quoting); CSV follows the usual spreadsheet quoting.
-        dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
-        records = list(csv.DictReader(io.StringIO(text, newline=""), **dialect))
+    records = _json_records(read_text(path), path) if suffix in (".json", ".jsonl") else table_records(path)
     if not records:
         raise UsageError(f"Data file {path} holds no rows.")
     return _columns_from_records(task, records, path)
+
+
+def table_records(path: Path) -> list[dict]:
+    """Rows of a csv or tsv file as dicts: TSV follows GLUE (no quoting), CSV the usual spreadsheet quoting; rows
+    of the wrong width are skipped with one warning (`report_skipped`)."""
+    delimiter, ragged = "\t" if path.suffix.lower() == ".tsv" else ",", []
+    header, rows = read_rows(text_lines(path), path, delimiter, ragged)
+    records = [dict(zip(header, fields)) for _, fields in rows]
+    report_skipped(path, {ragged_reason(header, delimiter): ragged}, kept=len(records))
+    return records
 
 
 def _json_records(text: str, path: Path) -> list[dict]:

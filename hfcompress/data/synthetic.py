@@ -34,11 +34,16 @@ VERBS = ("is", "was", "felt", "seemed")
 SYNTHETIC_MARKER = "SYNTHETIC"
 
 
-def write_sentiment_task(out_dir: str | Path, n_train: int = 2000, n_dev: int = 400, seed: int = 0) -> Path:
+def write_sentiment_task(
+    out_dir: str | Path, n_train: int = 2000, n_dev: int = 400, seed: int = 0, label_noise: float = 0.0
+) -> Path:
     """Write `out_dir/sst2/train.tsv` and `dev.tsv` (header `sentence<TAB>label`) and return `out_dir`.
 
     Deterministic for a seed; both splits have balanced labels and no dev sentence appears in train.
+    `label_noise` flips that fraction of each split's labels (chosen at random), so no model can be perfect.
     """
+    if not 0.0 <= label_noise < 0.5:
+        raise UsageError(f"label_noise must be in [0, 0.5), not {label_noise!r}.")
     for name, count in (("n_train", n_train), ("n_dev", n_dev)):
         if isinstance(count, bool) or not isinstance(count, int) or count < 2:
             raise UsageError(f"{name} must be a whole number of at least 2 sentences, not {count!r}.")
@@ -67,6 +72,9 @@ def write_sentiment_task(out_dir: str | Path, n_train: int = 2000, n_dev: int = 
     folder.mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         rng.shuffle(rows)
+        if label_noise:  # (a draw only when asked: the same seed gives the same data as before)
+            for i in rng.sample(range(len(rows)), round(label_noise * len(rows))):
+                rows[i] = (rows[i][0], 1 - rows[i][1])
         lines = ["sentence\tlabel\n", *(f"{sentence}\t{label}\n" for sentence, label in rows)]
         (folder / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
     # A marker, so reports and model cards can say this is generated data and not GLUE's SST-2.

@@ -73,6 +73,25 @@ class DistillationArguments(FinetuneArguments):
             "teacher layers the student was copied from, else evenly spaced."
         },
     )
+    teacher_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder caching the teacher's outputs on the training set (classifiers: logits; causal LMs: "
+            "each token's top-k log-probabilities), with a fingerprint of teacher, tokenizer, data and max length: "
+            "built when missing, reused when the fingerprint matches (the teacher then never runs in training), "
+            "refused when stale. Serves the soft-target loss only (no hidden, attention or cosine losses)."
+        },
+    )
+    teacher_cache_top_k: int = field(
+        default=64,
+        metadata={
+            "help": "Causal LMs with --teacher-cache: tokens kept per position. The KD loss is then KL(teacher's top "
+            "k renormalised || student's full softmax read at those k ids), the forward KL when k = vocabulary size."
+        },
+    )
+    teacher_cache_rebuild: bool = field(
+        default=False, metadata={"help": "Rebuild --teacher-cache even when it exists (a stale one, say)."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -99,3 +118,11 @@ class DistillationArguments(FinetuneArguments):
             raise UsageError(f"--jsd-beta must be strictly between 0 and 1, got {self.jsd_beta}.")
         if self.loss_chunk_tokens < 0:
             raise UsageError(f"--loss-chunk-tokens must be 0 (off) or more, got {self.loss_chunk_tokens}.")
+        if self.teacher_cache_top_k < 1:
+            raise UsageError(f"--teacher-cache-top-k must be at least 1, got {self.teacher_cache_top_k}.")
+        if self.teacher_cache_rebuild and not self.teacher_cache:
+            raise UsageError("--teacher-cache-rebuild needs --teacher-cache FOLDER.")
+        if self.teacher_cache:
+            from .teacher_cache import check_cache_settings
+
+            check_cache_settings(self)  # the losses a cache can serve; the divergence is checked per model kind

@@ -12,8 +12,10 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..architecture import hidden_size, num_layers
 from ..errors import UsageError
+from ..sharding import fsdp_version, prepare_teacher
 from . import losses
 from .distillation_config import DistillationArguments, parse_layer_map
+from .teacher_cache import TeacherCache, check_cache_settings, open_teacher_cache
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
@@ -34,6 +36,10 @@ class DistillationTrainer(Trainer):
 
     The teacher is frozen, kept in eval mode, run under no_grad, placed on the student's device by the
     Trainer's accelerator, and is not a submodule of the student, so it never enters a checkpoint.
+
+    With a `teacher_cache` (or `args.teacher_cache`, opened here from the train dataset and collator), training
+    batches take the teacher's outputs from the cache and the teacher never runs on them; `teacher` may then be
+    None, unless held-out batches (evaluation) need it.
     """
 
     # Classifiers: compute_loss returns per-batch means, so the Trainer divides them by the accumulation steps.
@@ -44,34 +50,58 @@ class DistillationTrainer(Trainer):
     def __init__(
         self,
         model: PreTrainedModel,
-        teacher: PreTrainedModel,
+        teacher: PreTrainedModel | None,
         args: DistillationArguments,
         layer_map: dict[int, int] | None = None,
+        teacher_cache: TeacherCache | None = None,
         **kwargs,
     ):
         if not isinstance(args, DistillationArguments):
             raise UsageError("DistillationTrainer needs DistillationArguments, not plain TrainingArguments.")
-        check_compatible(teacher, model)
+        if teacher is None and teacher_cache is None:
+            raise UsageError("DistillationTrainer needs a teacher model, or a teacher_cache of its outputs.")
+        if teacher is not None:
+            check_compatible(teacher, model)
         self.token_level = is_causal_lm(model)
+        if teacher_cache is not None or args.teacher_cache:
+            check_cache_settings(args, self.token_level)
         if args.loss_chunk_tokens and self.token_level:
             check_chunkable(model, "student")
-            check_chunkable(teacher, "teacher")
+            if teacher is not None:
+                check_chunkable(teacher, "teacher")
         super().__init__(model=model, args=args, **kwargs)
-        if args.attention_weight > 0:
-            for m in (self.model, teacher):
-                m.set_attn_implementation("eager")  # fused attention kernels return no attention maps
-        teacher.eval()
-        teacher.requires_grad_(False)
-        self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        if args.loss_chunk_tokens and self.token_level and fsdp_version(self.accelerator):
+            raise UsageError("--loss-chunk-tokens runs lm_head outside the model's forward, where FSDP holds only "
+                             "shards of it; drop --loss-chunk-tokens under FSDP.")  # fmt: skip
+        if teacher_cache is None and args.teacher_cache:
+            if self.train_dataset is None:
+                raise UsageError("--teacher-cache caches the teacher's outputs on the train dataset; pass one.")
+            with args.main_process_first(desc="teacher cache"):
+                teacher_cache = open_teacher_cache(args.teacher_cache, teacher, self.processing_class,
+                                                   self.train_dataset, self.data_collator, None, args)  # fmt: skip
+        if teacher_cache is not None:
+            teacher_cache.check_student(model)
+        self.teacher_cache = teacher_cache
+        self.teacher = None
+        if teacher is not None:
+            if args.attention_weight > 0:
+                for m in (self.model, teacher):
+                    m.set_attn_implementation("eager")  # fused attention kernels return no attention maps
+            # Frozen, in eval mode, never in the optimizer; sharded like the student under FSDP (sharding.py).
+            self.teacher = prepare_teacher(teacher, self.accelerator)
         self.layer_map = parse_layer_map(args.layer_map) or layer_map
-        if self.layer_map is None:
-            self.layer_map = default_layer_map(num_layers(model.config), num_layers(teacher.config))
-        self._check_layer_map(model, teacher)
-        self.hidden_projection = self._make_projection(model, teacher)
+        if self.layer_map is None:  # without a teacher there are no hidden-state losses to map
+            self.layer_map = (
+                default_layer_map(num_layers(model.config), num_layers(teacher.config)) if teacher is not None else {}
+            )
+        self.hidden_projection = None
+        if teacher is not None:
+            self._check_layer_map(model, teacher)
+            self.hidden_projection = self._make_projection(model, teacher)
         if self.hidden_projection is not None:
             self.add_callback(ProjectionCallback(self.hidden_projection))
         self._student_keys = _forward_keys(self.accelerator.unwrap_model(self.model))
-        self._teacher_keys = _forward_keys(teacher)
+        self._teacher_keys = _forward_keys(teacher) if teacher is not None else None
         self._loss_sums: dict[str, float] = defaultdict(float)
         self._loss_count = 0
 
@@ -97,12 +127,23 @@ class DistillationTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
-        if self.hidden_projection is not None and not any(
-            p is q for g in optimizer.param_groups for p in g["params"] for q in self.hidden_projection.parameters()
-        ):
-            # The projection trains with the student but is not part of it, so it is not saved with it.
-            optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
+        # FSDP2 swaps the optimizer's parameters for the student's shards and fails on any it cannot map:
+        # there, the projection joins in create_scheduler, after the accelerator has prepared the optimizer.
+        if fsdp_version(self.accelerator) != 2:
+            self._add_projection_group(optimizer)
         return optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        self._add_projection_group(optimizer or self.optimizer)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _add_projection_group(self, optimizer) -> None:
+        if optimizer is None or self.hidden_projection is None:
+            return
+        params = list(self.hidden_projection.parameters())
+        if not any(p is q for g in optimizer.param_groups for p in g["params"] for q in params):
+            # The projection trains with the student but is not part of it, so it is not saved with it.
+            optimizer.add_param_group({"params": params, "weight_decay": 0.0})
 
     @staticmethod
     def _select(inputs: dict, keys: set[str] | None) -> dict:
@@ -120,8 +161,7 @@ class DistillationTrainer(Trainer):
         model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
 
         student_out = model(**self._select(model_inputs, self._student_keys), **extra)
-        with torch.no_grad():
-            teacher_out = self.teacher(**self._select(model_inputs, self._teacher_keys), **extra)
+        teacher_out = self._teacher_outputs(model_inputs, extra, student_out.logits, model.training)
 
         if self.token_level:
             head = self.accelerator.unwrap_model(model).get_output_embeddings() if chunked else None
@@ -142,6 +182,22 @@ class DistillationTrainer(Trainer):
                 self._loss_sums[name] += value.detach().item()
             self._loss_count += 1
         return (loss, student_out) if return_outputs else loss
+
+    def _teacher_outputs(self, inputs: dict, extra: dict, student_logits, training: bool):
+        """The cached outputs of the batch's rows when all are cached, else the live teacher's."""
+        if self.teacher_cache is not None:
+            cached = self.teacher_cache.lookup(inputs, like=student_logits)
+            if cached is not None:
+                return cached
+            where = f"the teacher cache '{self.teacher_cache.folder}'"
+            if training:
+                raise UsageError(f"A training batch holds rows that are not in {where}; the collator must pass the "
+                                 "train dataset's input ids unchanged.")  # fmt: skip
+            if self.teacher is None:
+                raise UsageError(f"Held-out batches are not in {where}; pass the teacher too, to compute the "
+                                 "distillation loss on them.")  # fmt: skip
+        with torch.no_grad():
+            return self.teacher(**self._select(inputs, self._teacher_keys), **extra)
 
     def distillation_losses(self, student_out, teacher_out, labels, attention_mask) -> dict[str, torch.Tensor]:
         """Every loss whose weight is non-zero, unweighted, keyed by name."""
@@ -234,7 +290,12 @@ class DistillationTrainer(Trainer):
         args = self.args
         s_logits = student_out.logits[:, :-1][mask]
         parts = {}
-        if args.distill_weight > 0:
+        if args.distill_weight > 0 and teacher_out.logits is None:  # a teacher cache's top-k log-probabilities
+            t_log_probs, t_ids = (
+                t[:, :-1][mask].to(s_logits.device) for t in (teacher_out.log_probs, teacher_out.ids)
+            )
+            parts["distill"] = reduce(losses.top_k_forward_kl(s_logits, t_log_probs, t_ids, args.temperature))
+        elif args.distill_weight > 0:
             t_logits = teacher_out.logits[:, :-1][mask].to(s_logits.device)
             parts["distill"] = reduce(
                 losses.token_divergence(s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta)
@@ -254,18 +315,24 @@ class DistillationTrainer(Trainer):
 
         args = self.args
         s_hidden = student_out.hidden_states[-1][:, :-1][mask]
-        t_hidden = teacher_out.hidden_states[-1][:, :-1][mask].to(s_hidden.device)
+        cached = getattr(teacher_out, "log_probs", None) is not None  # a teacher cache's top-k log-probabilities
+        if cached:
+            t_rows = [t[:, :-1][mask].to(s_hidden.device) for t in (teacher_out.log_probs, teacher_out.ids)]
+        else:
+            t_rows = [teacher_out.hidden_states[-1][:, :-1][mask].to(s_hidden.device)]
+            teacher_head = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()
         targets = labels[:, 1:][mask]
-        teacher_head = self.accelerator.unwrap_model(self.teacher).get_output_embeddings()
         use_kd, use_ce = args.distill_weight > 0, args.hard_label_weight > 0
 
-        def chunk_losses(s_h, t_h, y):
+        def chunk_losses(s_h, y, *t):
             s_logits = head(s_h)
             zero = s_logits.new_zeros((), dtype=torch.float32)
             kd = ce = zero
-            if use_kd:
+            if use_kd and cached:
+                kd = losses.top_k_forward_kl(s_logits, t[0], t[1], args.temperature).sum()
+            elif use_kd:
                 with torch.no_grad():
-                    t_logits = teacher_head(t_h)
+                    t_logits = teacher_head(t[0])
                 kd = losses.token_divergence(s_logits, t_logits, args.divergence, args.temperature, args.jsd_beta)
                 kd = kd.sum()
             if use_ce:
@@ -276,8 +343,8 @@ class DistillationTrainer(Trainer):
         size = args.loss_chunk_tokens
         for start in range(0, s_hidden.shape[0], size):
             end = start + size
-            total = total + checkpoint(chunk_losses, s_hidden[start:end], t_hidden[start:end], targets[start:end],
-                                       use_reentrant=False)  # fmt: skip
+            total = total + checkpoint(chunk_losses, s_hidden[start:end], targets[start:end],
+                                       *(t[start:end] for t in t_rows), use_reentrant=False)  # fmt: skip
         parts = {}
         if use_kd:
             parts["distill"] = total[0]

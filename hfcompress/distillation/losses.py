@@ -127,6 +127,22 @@ def token_divergence(
     raise ValueError(f"Unknown divergence {kind!r}; choose one of {', '.join(DIVERGENCES)}.")
 
 
+def top_k_forward_kl(
+    student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, teacher_ids: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher_k || student) per token from the teacher's k most likely tokens only (a teacher cache), times T^2.
+
+    `teacher_log_probs` / `teacher_ids` are (tokens, k): the teacher's log-probabilities at temperature 1 and
+    their token ids. The teacher's distribution is those k tokens renormalised at temperature T (log-probabilities
+    divided by T differ from logits divided by T by a constant per token, which the renormalisation removes); the
+    student's is its full-vocabulary softmax at T, read at the same ids, so the student's mass outside the k tokens
+    is pushed down too. With k equal to the vocabulary size this is exactly `forward_kl`.
+    """
+    t = F.log_softmax(teacher_log_probs.float() / temperature, dim=-1)
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher_ids.long())
+    return (t.exp() * (t - s)).sum(dim=-1) * temperature**2
+
+
 def next_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of each real token's next-token prediction: (tokens, vocab) logits, (tokens,) ids."""
     return F.cross_entropy(logits.float(), targets, reduction="none")

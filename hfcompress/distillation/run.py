@@ -9,9 +9,11 @@ import torch
 
 from ..architecture import num_layers
 from ..arguments import DataArguments, ModelArguments, StudentArguments
+from ..errors import UsageError
 from ..finetune import finetune_model, finetune_report
 from ..models import load_for_task
 from ..pipeline import (
+    _is_within,
     as_task,
     check_training_output,
     early_stopping,
@@ -26,7 +28,7 @@ from ..pipeline import (
 from ..report import build_report, upstream, write_report
 from ..tasks import Task
 from .distillation_config import DistillationArguments
-from .distillation_trainer import DistillationTrainer, check_compatible
+from .distillation_trainer import DistillationTrainer, check_compatible, default_layer_map
 from .student import build_student_from_teacher, parse_student_layers
 
 LOSS_SETTINGS = (
@@ -59,6 +61,8 @@ def run_distill(
     """
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
+    if args.teacher_cache and _is_within(Path(args.teacher_cache), Path(args.output_dir)):
+        raise UsageError("--teacher-cache must be a folder outside --output-dir, which only finished runs write.")
     output_dir = check_training_output(args, (model_args.model, student_args.student))
     # Every check that can fail runs before any training.
     trainer_args = trainer_args_without_push(args)
@@ -66,6 +70,9 @@ def run_distill(
         model_args.model, student_args.student, task, model_args
     )
     teacher, fresh_head = load_for_task(teacher_name, task, model_args)
+    if fresh_head and args.teacher_cache:
+        raise UsageError(f"Teacher '{teacher_name}' is not fine-tuned for {task.name}, and --teacher-cache needs a "
+                         "fixed teacher; fine-tune it first with hfcompress finetune.")  # fmt: skip
     student, layers = None, None
     if student_name:
         student, _ = load_for_task(student_name, task, model_args)
@@ -94,20 +101,42 @@ def run_distill(
     train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
     held_out = task.eval_dataset(splits, tokenizer, model_args.max_seq_length) if args.eval_strategy != "no" else None
 
+    def measure_teacher():
+        return measure(teacher, tokenizer, task, splits, "teacher", str(teacher_dir or teacher_name), teacher_dir,
+                       runs, model_args.max_seq_length)  # fmt: skip
+
+    from ..training import is_main_process, run_training
+
+    cache, source = None, None
+    if args.teacher_cache:
+        from .teacher_cache import open_teacher_cache
+
+        max_length = task.block_size if task.kind == "causal-lm" else model_args.max_seq_length
+        with trainer_args.main_process_first(desc="teacher cache"):  # the others reuse what the main one built
+            cache = open_teacher_cache(args.teacher_cache, teacher, tokenizer, train, task.collator(tokenizer),
+                                       max_length, trainer_args)  # fmt: skip
+        if layer_map is None:
+            layer_map = default_layer_map(num_layers(student.config), num_layers(teacher.config))
+        if is_main_process(trainer_args):  # measured now, on the training device, so it can be freed
+            teacher.to(trainer_args.device)
+            source = measure_teacher()
+        if held_out is None:  # training reads the cache; only evaluation would need the live teacher
+            teacher = None
+            _free_memory()
+
     stopper = early_stopping(task, tokenizer, splits, model_args.max_seq_length, args)
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
         args=trainer_args,
         layer_map=layer_map,
+        teacher_cache=cache,
         train_dataset=train,
         eval_dataset=held_out,
         processing_class=tokenizer,
         data_collator=task.collator(tokenizer),
         callbacks=[stopper] if stopper else None,
     )
-    from ..training import is_main_process, run_training
-
     trained = run_training(trainer, trainer_args)
     if not is_main_process(trainer_args):
         return None  # the main process saves, measures, reports and pushes, alone
@@ -115,8 +144,8 @@ def run_distill(
     stopped = stopper.restore(student) if stopper else None
     save_artifact(student, tokenizer, output_dir, args)
 
-    source = measure(teacher, tokenizer, task, splits, "teacher", str(teacher_dir or teacher_name), teacher_dir,
-                     runs, model_args.max_seq_length)  # fmt: skip
+    if source is None:
+        source = measure_teacher()
     result = measure(student, tokenizer, task, splits, "student", str(output_dir), output_dir, runs,
                      model_args.max_seq_length)  # fmt: skip
     if teacher_dir:  # the teacher fine-tuned here is an artifact too: its own compression.json and card
@@ -130,6 +159,8 @@ def run_distill(
     settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
     settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
     settings.update(trained)
+    if cache is not None:
+        settings["teacher_cache"] = cache.summary()
     if stopped:
         settings["early_stopping"] = stopped
     steps.append(
@@ -146,6 +177,14 @@ def run_distill(
     report["data"] = task.data_source()
     finish_run(report, output_dir, args, "Distillation", source_dir=teacher_dir or teacher_name)
     return report
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _teacher_args(args: DistillationArguments, teacher_dir: Path):

@@ -67,7 +67,7 @@ def push_folder(
     if create_pr and revision and revision != "main":
         raise UsageError("A pull request is always opened against main; pass either --create-pr or --revision.")
     if "/" in repo_id:
-        _check_repo_id(repo_id)
+        check_repo_id(repo_id)
     token = resolve_token(token)
     user, orgs = None, []
     saved: dict[Path, bytes | None] = {}
@@ -76,7 +76,7 @@ def push_folder(
         user, orgs = me.get("name"), [org.get("name") for org in me.get("orgs") or []]
         if "/" not in repo_id:
             repo_id = f"{user}/{repo_id}"
-            _check_repo_id(repo_id)
+            check_repo_id(repo_id)
         saved = _refresh_card(folder, repo_id)
         _check_no_token_in_files(folder, token)
         url = _upload(folder, repo_id, private, revision, create_pr, commit_message, token)
@@ -92,7 +92,7 @@ def push_folder(
     return url
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
     if not REPO_ID.match(repo_id) or "--" in repo_id or ".." in repo_id:
         raise UsageError(
             f"'{repo_id}' is not a valid Hub repo id; use NAMESPACE/NAME with letters, digits, '-', '_' or '.'."
@@ -255,6 +255,12 @@ def explain(
     if isinstance(err, RuntimeError) and err.__cause__ is not None:
         return explain(err.__cause__, repo_id, token, revision, owner_hint)
     return f"Pushing to {target} failed ({type(err).__name__}: {text or 'no details'})."
+
+
+def without_retry_advice(message: str) -> str:
+    """`explain`'s sentence without its advice to push or run the command again, for a caller that gives its own."""
+    return re.sub(r"[;,]? (?:and |so )?(?:run the (?:same )?command again|push again)(?: later)?\.?$", "",
+                  message).rstrip(".")  # fmt: skip
 
 
 def _is_network_error(err: BaseException) -> bool:

@@ -92,6 +92,7 @@ def prune_block_by_block(
     prune_block: Callable[[int, dict[str, nn.Module], dict[str, InputStatistics]], None],
     hessian: bool,
     progress: bool = True,
+    desc: str = "Pruning blocks",
 ) -> list[dict]:
     """Calibrate and prune every block in order; returns, per block, the relative change of its outputs.
 
@@ -105,7 +106,7 @@ def prune_block_by_block(
     stack = f"{prefix}.{attr}" if prefix else attr
     inputs = capture_first_block_inputs(model, batches)
     summary = []
-    for index in tqdm(range(len(layers)), desc="Pruning blocks", disable=not progress):
+    for index in tqdm(range(len(layers)), desc=desc, disable=not progress):
         block = layers[index]
         own = {n: m for n, m in modules.items() if n.startswith(f"{stack}.{index}.")}
         stats = {n: InputStatistics(m, hessian) for n, m in own.items()}

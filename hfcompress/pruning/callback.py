@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from transformers import TrainerCallback
 
 from ..architecture import oriented_weight
 from ..errors import UsageError
+from ..sharding import check_prunable_engine, full_weights, is_fsdp2_model, reshard
 from ..training import resume_folder
 from .ffn import apply_neuron_masks, check_ffn_target, find_feed_forwards, intermediate_size, neuron_masks
 from .heads import apply_group_masks, check_head_pruning, find_attentions, group_masks
@@ -29,7 +31,9 @@ class GradualMagnitudePruningCallback(TrainerCallback):
 
     Masks are recomputed from weight magnitudes at each update step (before that step's forward pass) and
     re-applied after every optimizer step, so momentum and weight decay cannot revive a pruned weight.
-    Every process computes the same masks from the same (synchronised) weights. Checkpoints get the masks
+    Every process computes the same masks from the same (synchronised) weights; under FSDP2 each process first
+    gathers the full weights (`sharding.full_weights`), so masks never depend on how weights are sharded, and
+    writes its part of the result back to its shard. DeepSpeed ZeRO-3 and FSDP1 are refused. Checkpoints get the masks
     (`pruning_masks.safetensors`) and the schedule state (`pruning_state.json`); resuming continues the
     schedule where it stopped.
 
@@ -53,7 +57,9 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     # -- setup -------------------------------------------------------------------------------------
     def setup(self, model, max_steps: int) -> None:
         """Check the config against this model and run; called by on_train_begin, usable before training."""
+        check_prunable_engine(model)
         self.model = model
+        self.sharded = is_fsdp2_model(model)
         self.end_step = self.config.resolve_end_step(max_steps)
         if self.config.structure == "ffn":
             self.ffns = find_feed_forwards(model)
@@ -71,6 +77,31 @@ class GradualMagnitudePruningCallback(TrainerCallback):
             if self.config.structure == "2:4":
                 check_two_four(self._weights())
 
+    def rebind(self, model) -> None:
+        """Point at `model`, a gathered copy of the trained one with the same module names (after FSDP training)."""
+        self.model = model
+        self.sharded = is_fsdp2_model(model)
+        if self.config.structure == "ffn":
+            self.ffns = find_feed_forwards(model)
+        elif self.config.structure == "heads":
+            self.attentions = find_attentions(model)
+        else:
+            self.modules = {name: model.get_submodule(name) for name in self.modules}
+
+    def _touched_modules(self) -> list[torch.nn.Module]:
+        """The modules whose weights the masks read or write."""
+        if self.config.structure == "ffn":
+            return [m for ffn in self.ffns for m in (*ffn.up, ffn.down)]
+        if self.config.structure == "heads":
+            return [m for a in self.attentions for m in (a.q, a.k, a.v, a.o)]
+        return list(self.modules.values())
+
+    def _whole(self):
+        """Under FSDP2, a context in which the touched modules hold their full weights; else nothing."""
+        if not getattr(self, "sharded", False):
+            return nullcontext()
+        return full_weights(self._touched_modules(), self.model)
+
     def _weights(self) -> dict[str, torch.Tensor]:
         # (out, in) views, so 2:4 groups run along the inputs for Linear and GPT-2's Conv1D alike.
         return {name: oriented_weight(module) for name, module in self.modules.items()}
@@ -81,6 +112,10 @@ class GradualMagnitudePruningCallback(TrainerCallback):
 
     @torch.no_grad()
     def update_masks(self, step: int) -> None:
+        with self._whole():
+            self._update_masks(step)
+
+    def _update_masks(self, step: int) -> None:
         sparsity = self.target_sparsity(step)
         if self.config.structure in ("ffn", "heads"):
             # The schedule's progress (s_t / s_f) scales the number of units removed at the end.
@@ -97,10 +132,22 @@ class GradualMagnitudePruningCallback(TrainerCallback):
             self.masks = build(self._weights(), sparsity, self.config.scope)
             self.current_sparsity = sparsity_of(self.masks)
         self.history.append((step, self.current_sparsity))
-        self.apply_masks()
+        self._apply_masks()
 
     @torch.no_grad()
     def apply_masks(self) -> None:
+        if not getattr(self, "sharded", False):
+            self._apply_masks()
+        elif self.config.structure in ("ffn", "heads"):
+            with self._whole():
+                self._apply_masks()
+        else:  # one module's full weight at a time
+            reshard(self.model)
+            for name, keep in self.masks.items():
+                with full_weights([self.modules[name]]):
+                    self._mask_weight(name, keep)
+
+    def _apply_masks(self) -> None:
         if self.config.structure == "ffn":
             if self.unit_masks:
                 apply_neuron_masks(self.ffns, self.unit_masks)
@@ -110,8 +157,11 @@ class GradualMagnitudePruningCallback(TrainerCallback):
                 apply_group_masks(self.attentions, self.unit_masks, *self.head_shape)
             return
         for name, keep in self.masks.items():
-            weight = oriented_weight(self.modules[name])
-            weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
+            self._mask_weight(name, keep)
+
+    def _mask_weight(self, name: str, keep: torch.Tensor) -> None:
+        weight = oriented_weight(self.modules[name])
+        weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
 
     # -- Trainer events ----------------------------------------------------------------------------
     def maybe_update(self, step: int) -> None:
@@ -149,6 +199,10 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     @torch.no_grad()
     def _masks_from_zeros(self) -> None:
         """Without a masks file (a checkpoint from elsewhere), pruned weights are the exact zeros."""
+        with self._whole():
+            self._read_masks_from_zeros()
+
+    def _read_masks_from_zeros(self) -> None:
         if self.config.structure in ("ffn", "heads"):
             if self.config.structure == "heads":
                 masks = [a.k.weight.ne(0).reshape(self.width, -1).any(dim=1) for a in self.attentions]

@@ -49,9 +49,16 @@ class FixedMaskCallback(TrainerCallback):
 
     @torch.no_grad()
     def apply(self) -> None:
+        from ..sharding import full_weights
+
         for name, keep in self.masks.items():
-            weight = oriented_weight(self.modules[name])
-            weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
+            with full_weights([self.modules[name]]):  # under FSDP2, on the full weight; else a no-op
+                weight = oriented_weight(self.modules[name])
+                weight.mul_(keep.to(device=weight.device, dtype=weight.dtype))
+
+    def rebind(self, model) -> None:
+        """Point at `model`, a gathered copy of the trained one with the same module names (after FSDP training)."""
+        self.modules = {name: model.get_submodule(name) for name in self.modules}
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.apply()
@@ -114,10 +121,13 @@ class Prepared:
     source: dict
 
 
-def prepare_calibration(model_args, data_args, teacher_args, args, samples: int, check) -> Prepared:
+def prepare_calibration(
+    model_args, data_args, teacher_args, args, samples: int, check, what: str = "one-shot pruning"
+) -> Prepared:
     """Load and check everything, draw calibration batches and measure the unpruned model.
 
-    `check(model)` runs on the loaded model before any data is tokenized or measured (bad targets fail fast).
+    `check(model)` runs on the loaded model before any data is tokenized or measured (bad targets fail fast);
+    `what` names the method in the errors.
     """
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
@@ -128,12 +138,12 @@ def prepare_calibration(model_args, data_args, teacher_args, args, samples: int,
     )
     model, fresh = load_for_task(model_name, task, model_args)
     if fresh:
-        raise UsageError(f"'{model_name}' is not fine-tuned for {task.name}; one-shot pruning needs a trained model.")
+        raise UsageError(f"'{model_name}' is not fine-tuned for {task.name}; {what} needs a trained model.")
     model.eval()
     check(model)
     train = task.train_dataset(splits, tokenizer, model_args.max_seq_length)
     if len(train) == 0:
-        raise UsageError("The training data gave no calibration samples; one-shot pruning needs some.")
+        raise UsageError(f"The training data gave no calibration samples; {what} needs some.")
     batches = calibration_batches(train, task.collator(tokenizer), samples, args.per_device_eval_batch_size,
                                   args.seed)  # fmt: skip
     source_dir = model_name if Path(model_name).is_dir() else None
@@ -155,9 +165,10 @@ def recover_and_save(p: Prepared, model, model_args, args, steps: int, fixed_mas
     return model, before
 
 
-def finish_calibrated(p: Prepared, model, model_args, args, command, step_method, settings, title, extra=None):
+def finish_calibrated(p: Prepared, model, model_args, args, command, step_method, settings, title, extra=None,
+                      label: str = "pruned"):  # fmt: skip
     """Measure the saved model, write the report and card, push if asked; returns the report."""
-    result = measure(model, p.tokenizer, p.task, p.splits, "pruned", str(p.output_dir), p.output_dir, p.runs,
+    result = measure(model, p.tokenizer, p.task, p.splits, label, str(p.output_dir), p.output_dir, p.runs,
                      model_args.max_seq_length)  # fmt: skip
     result.update(extra(result) if extra else {})
     if p.source_dir and (Path(p.source_dir) / "model.safetensors").is_file():

@@ -13,6 +13,7 @@ SCOPES = ("global", "per-layer")
 METHODS = ("gradual", "magnitude", "wanda", "sparsegpt")
 ONESHOT_STRUCTURES = ("unstructured", "2:4", "4:8")  # any n:m is accepted for one-shot methods
 STRUCTURED = ("width", "depth")  # Minitron-style: one shot from activation importance, then optional recovery
+VOCAB_SOURCES = ("train", "train+validation")  # --structure vocab: the texts whose tokens are kept
 
 
 @dataclass
@@ -54,7 +55,9 @@ class PruningConfig:
             "ffn (remove FFN neurons; the saved model is smaller and faster) or heads (remove attention heads; "
             "families whose config states head_dim, such as Llama and Qwen2). Minitron-style, in one shot from "
             "activation importance on calibration data: width (--ffn-size, --num-heads, --num-kv-heads, "
-            "--hidden-size; Llama, Mistral, Qwen2/3) or depth (--num-layers; any family)."
+            "--hidden-size; Llama, Mistral, Qwen2/3) or depth (--num-layers; any family). vocab: keep only the "
+            "tokens of the task's texts in the embeddings and the tokenizer (WordPiece tokenizers: BERT, MiniLM, "
+            "DistilBERT, ELECTRA), with no training."
         },
     )
     modules: str | None = field(
@@ -80,6 +83,21 @@ class PruningConfig:
         default=None, metadata={"help": "structure width: hidden (embedding) channels to keep."}
     )
     num_layers: int | None = field(default=None, metadata={"help": "structure depth: blocks to keep."})
+    vocab_source: str = field(
+        default="train",
+        metadata={
+            "help": "structure vocab: the texts whose tokens are kept. train: the dev set then shows what "
+            "words the kept vocabulary lacks cost, and the report counts the dev tokens dropped; train+validation: "
+            "the dev texts keep their exact logits too (their tokens, not their labels, choose the vocabulary)."
+        },
+    )
+    vocab_min_count: int = field(
+        default=1,
+        metadata={
+            "help": "structure vocab: keep tokens seen at least this many times in those texts (special and added "
+            "tokens always); above 1, rare words are split into kept pieces or read as the unknown token."
+        },
+    )
 
     calibration_samples: int = field(
         default=128, metadata={"help": "One-shot methods: calibration samples (causal LMs: blocks of --block-size)."}
@@ -108,6 +126,11 @@ class PruningConfig:
                 raise UsageError(f"--modules '{self.modules}' is not a valid regular expression: {err}.") from None
         if self.method not in METHODS:
             raise UsageError(f"Unknown pruning method '{self.method}'; choose one of: {', '.join(METHODS)}.")
+        if self.structure == "vocab":
+            self._check_vocab()
+            return
+        if (self.vocab_source, self.vocab_min_count) != ("train", 1):
+            raise UsageError("--vocab-source and --vocab-min-count apply to --structure vocab.")
         if self.structure in STRUCTURED:
             self._check_structured()
             return
@@ -126,7 +149,7 @@ class PruningConfig:
             )  # fmt: skip
         if not 0.0 <= self.initial_sparsity <= self.sparsity:
             raise UsageError(
-                f"initial_sparsity must be between 0 and the target sparsity {self.sparsity}, "
+                f"--initial-sparsity must be between 0 and the target sparsity {self.sparsity}, "
                 f"got {self.initial_sparsity}."
             )
         if self.schedule not in SCHEDULES:
@@ -137,7 +160,7 @@ class PruningConfig:
             extra = (
                 " (other n:m patterns need --method magnitude, wanda or sparsegpt)" if ":" in self.structure else ""
             )
-            choices = ", ".join(STRUCTURES + STRUCTURED)
+            choices = ", ".join((*STRUCTURES, *STRUCTURED, "vocab"))
             raise UsageError(f"Unknown structure '{self.structure}'; choose one of: {choices}{extra}.")
         if self.structure == "2:4" and self.sparsity != 0.5:
             raise UsageError(
@@ -148,11 +171,11 @@ class PruningConfig:
         if self.structure != "ffn" and self.ffn_size is not None:
             raise UsageError("--ffn-size only applies to --structure ffn.")
         if self.start_step < 0:
-            raise UsageError(f"start_step must be 0 or more, got {self.start_step}.")
+            raise UsageError(f"--start-step must be 0 or more, got {self.start_step}.")
         if self.update_frequency < 1:
-            raise UsageError(f"update_frequency must be at least 1, got {self.update_frequency}.")
+            raise UsageError(f"--update-frequency must be at least 1, got {self.update_frequency}.")
         if self.end_step is not None and self.end_step <= self.start_step:
-            raise UsageError(f"end_step ({self.end_step}) must come after start_step ({self.start_step}).")
+            raise UsageError(f"--end-step {self.end_step} must come after --start-step {self.start_step}.")
 
     def _no_targets(self, what: str) -> None:
         for name in ("num_heads", "num_kv_heads", "hidden_size", "num_layers"):
@@ -189,6 +212,25 @@ class PruningConfig:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}.")
         if self.recovery_steps < 0:
             raise UsageError(f"--recovery-steps must be 0 or more, got {self.recovery_steps}.")
+
+    def _check_vocab(self) -> None:
+        if self.method != "gradual":
+            raise UsageError(
+                f"--structure vocab prunes in one shot from the task's texts; leave out --method {self.method}."
+            )
+        if self.sparsity is not None or self.ffn_size is not None:
+            raise UsageError(
+                "--structure vocab keeps the tokens the task's texts use; it takes no --sparsity or --ffn-size."
+            )
+        self._no_targets("--structure vocab")
+        if self.recovery_steps:
+            raise UsageError(
+                "--structure vocab keeps the model's outputs on the task's texts; leave out --recovery-steps."
+            )
+        if self.vocab_source not in VOCAB_SOURCES:
+            raise UsageError(f"--vocab-source must be train or train+validation, not '{self.vocab_source}'.")
+        if self.vocab_min_count < 1:
+            raise UsageError(f"--vocab-min-count must be at least 1, got {self.vocab_min_count}.")
 
     def _check_oneshot(self) -> None:
         from .oneshot_scores import parse_n_m
@@ -229,11 +271,11 @@ class PruningConfig:
     def resolve_end_step(self, max_steps: int) -> int:
         """The end step for a run of `max_steps` optimizer steps, checked against that run."""
         end = self.end_step if self.end_step is not None else max(self.start_step + 1, int(0.7 * max_steps))
-        if end > max_steps:
-            raise UsageError(f"end_step ({end}) is past the run's last step ({max_steps}).")
-        if end <= self.start_step:
+        if end > max_steps and self.end_step is not None:
+            raise UsageError(f"--end-step {end} is past the run's last step ({max_steps}).")
+        if end <= self.start_step or end > max_steps:
             raise UsageError(
-                f"The run has only {max_steps} steps, too few to prune after start_step {self.start_step}."
+                f"The run has only {max_steps} steps, too few to prune after --start-step {self.start_step}."
             )
         return end
 

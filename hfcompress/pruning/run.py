@@ -57,6 +57,10 @@ def run_prune(
     command: str = "",
 ):
     """Prune `model_args.model` gradually while training on the task (with or without a teacher), or in one shot."""
+    if pruning.structure == "vocab":
+        from .vocab import run_vocab
+
+        return run_vocab(model_args, data_args, pruning, teacher_args, args, command)
     if pruning.structure in ("width", "depth"):
         from .minitron import run_structured
 
@@ -65,6 +69,8 @@ def run_prune(
         from .oneshot import run_oneshot
 
         return run_oneshot(model_args, data_args, pruning, teacher_args, args, command)
+    if getattr(args, "teacher_cache", None) and not teacher_args.teacher:
+        raise UsageError("--teacher-cache holds a teacher's outputs; pruning uses them only with --teacher.")
     task = as_task(data_args)
     runs = latency_runs_of(data_args)
     output_dir = check_training_output(args, (model_args.model, teacher_args.teacher))

@@ -36,7 +36,7 @@ class OnnxConfig:
         if not 14 <= self.opset <= 20:
             raise UsageError(f"opset must be between 14 and 20, got {self.opset}.")
         if not self.export_tolerance > 0:
-            raise UsageError(f"export_tolerance must be greater than 0, got {self.export_tolerance}.")
+            raise UsageError(f"--export-tolerance must be greater than 0, got {self.export_tolerance}.")
 
     def to_dict(self) -> dict:
         return {"method": self.method, **asdict(self)}
@@ -64,14 +64,14 @@ class OnnxStaticInt8Config(OnnxConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.calibration_samples < 1:
-            raise UsageError(f"calibration_samples must be at least 1, got {self.calibration_samples}.")
+            raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}.")
         if self.calibration_method not in CALIBRATION_METHODS:
             raise UsageError(
                 f"Unknown calibration method '{self.calibration_method}'; choose one of: "
                 f"{', '.join(CALIBRATION_METHODS)}."
             )
         if not 90.0 <= self.percentile <= 100.0:
-            raise UsageError(f"percentile must be between 90 and 100, got {self.percentile}.")
+            raise UsageError(f"--percentile must be between 90 and 100, got {self.percentile}.")
 
 
 @dataclass

@@ -197,8 +197,11 @@ def run_quantize(
     tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
     splits = None
     if task:
+        static = isinstance(config, OnnxStaticInt8Config)  # only static quantization calibrates on train data
         splits = task.prepare(
-            load_data(task, need_train=False), tokenizer, load_config(model_name, model_args.trust_remote_code)
+            load_data(task, need_train=False, train=static),
+            tokenizer,
+            load_config(model_name, model_args.trust_remote_code),
         )
     calibration = check = None
     if isinstance(config, OnnxStaticInt8Config):
@@ -292,44 +295,60 @@ def measure_quantized(
 ) -> dict:
     """A quantized folder (ONNX Runtime or bitsandbytes) measured like an fp32 one: metrics, size, memory, latency."""
     entry = {"label": label, "model": str(directory), "backend": backend}
+    model = load_quantized(directory, backend, trust_remote_code)
+    if task:
+        logger.info("Evaluating the %s model on %s", label, task.name)
+        entry.update(evaluate_quantized(model, backend, tokenizer, task, splits, max_length))
+        entry["score"] = task.score(entry["metrics"])
+    entry["memory_bytes"] = quantized_memory_bytes(model, backend)
+    entry["size_bytes"] = weights_size_bytes(directory)
+    if latency_runs:
+        entry["latency_ms"] = quantized_latency(model, backend, task, latency_runs)
+    return entry
+
+
+def load_quantized(directory: str | Path, backend: str, trust_remote_code: bool = False):
+    """The model of a folder written by `hfcompress quantize` (ONNX Runtime session, bitsandbytes, torchao)."""
     if backend == "onnxruntime":
         from .onnx_runtime import OrtSequenceClassifier
 
-        model = OrtSequenceClassifier.from_pretrained(directory)
-        entry["memory_bytes"] = model.initializer_bytes()
-        latency = (lambda: model.latency_ms(repeats=latency_runs)) if latency_runs else None
-        if task:
-            logger.info("Evaluating the %s model on %s", label, task.name)
-            entry["metrics"] = task.evaluate_logits_fn(model, tokenizer, splits, max_length, set(model.input_names))
-    elif backend == "torchao":
-        from ..measure import memory_bytes
+        return OrtSequenceClassifier.from_pretrained(directory)
+    if backend == "torchao":
         from .torchao import load_torchao
 
-        model = load_torchao(directory, dtype=_saved_dtype(directory), trust_remote_code=trust_remote_code)
-        latency = (lambda: _latency(model, task, latency_runs)) if latency_runs else None
-        if task:
-            logger.info("Evaluating the %s model on %s", label, task.name)
-            entry["metrics"] = task.evaluate(model, tokenizer, splits, max_length)
-            entry.update(task.extra_measurements(model, tokenizer, splits))
-        entry["memory_bytes"] = memory_bytes(model)  # with torchao's scales, not the logical int8 size only
-    else:
-        from ..measure import memory_bytes
-        from .bnb import load_bnb, quiet_warnings
+        return load_torchao(directory, dtype=_saved_dtype(directory), trust_remote_code=trust_remote_code)
+    from .bnb import load_bnb
 
-        model = load_bnb(directory, trust_remote_code=trust_remote_code)
-        entry["memory_bytes"] = memory_bytes(model)
-        latency = (lambda: _bnb_latency(model, task, latency_runs)) if latency_runs else None
-        if task:
-            logger.info("Evaluating the %s model on %s", label, task.name)
-            with quiet_warnings():
-                entry["metrics"] = task.evaluate(model, tokenizer, splits, max_length)
-                entry.update(task.extra_measurements(model, tokenizer, splits))
-    if task:
-        entry["score"] = task.score(entry["metrics"])
-    entry["size_bytes"] = weights_size_bytes(directory)
-    if latency:
-        entry["latency_ms"] = latency()
-    return entry
+    return load_bnb(directory, trust_remote_code=trust_remote_code)
+
+
+def evaluate_quantized(model, backend: str, tokenizer, task: Task, splits, max_length: int) -> dict:
+    """{"metrics": ...} and the task's extra measurements (a causal LM's generations) of a quantized model."""
+    if backend == "onnxruntime":
+        return {"metrics": task.evaluate_logits_fn(model, tokenizer, splits, max_length, set(model.input_names))}
+    from .bnb import quiet_warnings
+
+    with quiet_warnings():
+        return {"metrics": task.evaluate(model, tokenizer, splits, max_length),
+                **task.extra_measurements(model, tokenizer, splits)}  # fmt: skip
+
+
+def quantized_memory_bytes(model, backend: str) -> int:
+    """Bytes of weights in memory, with the backend's scales (not only the logical int8 size)."""
+    if backend == "onnxruntime":
+        return model.initializer_bytes()
+    from ..measure import memory_bytes
+
+    return memory_bytes(model)
+
+
+def quantized_latency(model, backend: str, task: Task | None, repeats: int) -> dict:
+    if backend == "onnxruntime":
+        return model.latency_ms(repeats=repeats)
+    from .bnb import quiet_warnings
+
+    with quiet_warnings():
+        return _latency(model, task, repeats)
 
 
 def _saved_dtype(directory):
@@ -339,13 +358,6 @@ def _saved_dtype(directory):
 
     dtype = json.loads((Path(directory) / "config.json").read_text()).get("dtype") or "float32"
     return getattr(torch, dtype, torch.float32)
-
-
-def _bnb_latency(model, task: Task | None, repeats: int) -> dict:
-    from .bnb import quiet_warnings
-
-    with quiet_warnings():
-        return _latency(model, task, repeats)
 
 
 def print_quantization_summary(report: dict) -> None:

@@ -64,8 +64,11 @@ class Task:
         """Refuse a checkpoint whose head was not trained for this task, where that matters (evaluation)."""
 
     # -- data -----------------------------------------------------------------------------------------
-    def load_splits(self, need_train: bool):
-        """A DatasetDict with "train" (when present or needed) and the evaluation split(s)."""
+    def load_splits(self, need_train: bool, train: bool = True):
+        """A DatasetDict with "train" (when present or needed) and the evaluation split(s).
+
+        `train=False` (evaluation) leaves the train split out without reading it.
+        """
         raise NotImplementedError
 
     def prepare(self, splits, tokenizer=None, model_config=None):

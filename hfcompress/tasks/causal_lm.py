@@ -115,7 +115,7 @@ class CausalLMTask(Task):
         return None
 
     # -- data -----------------------------------------------------------------------------------------
-    def load_splits(self, need_train: bool):
+    def load_splits(self, need_train: bool, train: bool = True):
         """{"train": Dataset(text), "validation": Dataset(text)}; the evaluation text is kept exact."""
         from datasets import Dataset, DatasetDict
 
@@ -128,7 +128,7 @@ class CausalLMTask(Task):
                     splits[split] = Dataset.from_dict({"text": texts})
             joined = "\n\n".join(splits["validation"]["text"]) if "validation" in splits else None
         else:
-            if self.train_file:
+            if self.train_file and (train or need_train):
                 splits["train"] = Dataset.from_dict({"text": read_rows(Path(self.train_file), self.text_column)})
             joined = read_eval_text(Path(self.validation_file), self.text_column) if self.validation_file else None
             if joined is not None:
@@ -369,11 +369,9 @@ def read_eval_text(path: Path, text_column: str) -> str:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:  # newline="": no translation of line endings
-            return handle.read()
-    except UnicodeDecodeError as err:
-        raise UsageError(f"Text file {path} is not UTF-8 text ({err.reason}).") from None
+    from ..data.loading import read_text
+
+    return read_text(path, "Text file", encoding="utf-8")  # decoded bytes: line endings stay as they are
 
 
 def limit_rows(text: str, rows: int, joined_rows: bool) -> str:

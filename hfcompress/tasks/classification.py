@@ -6,8 +6,6 @@ float labels make a regression task. Metrics: accuracy and macro-F1 (regression:
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,10 +125,10 @@ class ClassificationTask(Task):
             )
 
     # -- data -----------------------------------------------------------------------------------------
-    def load_splits(self, need_train: bool):
+    def load_splits(self, need_train: bool, train: bool = True):
         from datasets import DatasetDict
 
-        raw = self._load_hub() if self.dataset else self._load_files()
+        raw = self._load_hub() if self.dataset else self._load_files(train or need_train)
         if need_train and "train" not in raw:
             raise UsageError("Training needs a train split; pass --train-file (or a --dataset with a train split).")
         if "validation" not in raw:
@@ -181,9 +179,9 @@ class ClassificationTask(Task):
             raw[split] = {c: dataset[c] for c in (*self.text_columns, self.label_column)}
         return {split: self._rows(columns, split) for split, columns in raw.items()}
 
-    def _load_files(self) -> dict:
+    def _load_files(self, train: bool = True) -> dict:
         raw = {}
-        for split, path in (("train", self.train_file), ("validation", self.validation_file)):
+        for split, path in (("train", self.train_file if train else None), ("validation", self.validation_file)):
             if path:
                 records = read_records(Path(path))
                 self._check_columns(list(records[0]), str(path))
@@ -374,7 +372,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, regression: b
 
 def read_records(path: Path) -> list[dict]:
     """Rows of a csv, tsv, json (list, columns or lines), jsonl or parquet file, as dicts."""
-    from ..data.loading import _json_records
+    from ..data.loading import _json_records, read_text, table_records
 
     if not path.is_file():
         raise UsageError(f"Data file {path} does not exist.")
@@ -387,15 +385,11 @@ def read_records(path: Path) -> list[dict]:
         except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise UsageError(f"Data file {path} is not a readable parquet file ({err}).") from None
     else:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as err:
-            raise UsageError(f"Data file {path} is not UTF-8 text ({err.reason}).") from None
         if suffix in (".json", ".jsonl"):
+            text = read_text(path)
             records = _json_records(text, path) if text.strip() else []
         else:
-            dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
-            records = list(csv.DictReader(io.StringIO(text, newline=""), **dialect))
+            records = table_records(path)
     if not records:
         raise UsageError(f"Data file {path} holds no rows.")
     return records

@@ -100,12 +100,12 @@ class GlueTaskConfig(Task):
             )
 
     # -- data -----------------------------------------------------------------------------------------
-    def load_splits(self, need_train: bool):
+    def load_splits(self, need_train: bool, train: bool = True):
         from ..data import load_glue
 
         splits = load_glue(self.spec, data_dir=self.data_dir, train_file=self.train_file,
                            validation_file=self.validation_file, max_train_samples=self.max_train_samples,
-                           max_eval_samples=self.max_eval_samples)  # fmt: skip
+                           max_eval_samples=self.max_eval_samples, train=train or need_train)  # fmt: skip
         if need_train and "train" not in splits:
             raise UsageError(
                 f"Training needs a train split for {self.name}; pass --train-file or a --data-dir with one."
