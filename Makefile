@@ -19,11 +19,12 @@ setup: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/hfcompress demo --output-dir runs/demo --overwrite_output_dir
 
+# Two workers: most tests are tiny models and subprocess start-ups that leave the second core idle.
 test: setup
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --durations=15
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 -m "not slow"
 
 style: setup
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

@@ -34,14 +34,14 @@ def hfcompress(*args) -> None:
     subprocess.run(command, check=True)
 
 
-def prepare(out: Path, vocab: int, seed: int) -> Path:
-    """Split valid.txt 90/10 by lines, train the tokenizer, save the untrained teacher."""
+def prepare(out: Path, vocab: int, seed: int, text: Path = TEXT, size: tuple[int, int, int] = (256, 688, 6)) -> Path:
+    """Split valid.txt 90/10 by lines, train the tokenizer, save the untrained teacher (hidden, FFN, layers)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from hfcompress.data.bpe import train_bpe_tokenizer
 
-    lines = (TEXT / "valid.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = (text / "valid.txt").read_text(encoding="utf-8").splitlines(keepends=True)
     cut = int(len(lines) * 0.9)
     (out / "train.txt").write_text("".join(lines[:cut]), encoding="utf-8")
     (out / "heldout.txt").write_text("".join(lines[cut:]), encoding="utf-8")
@@ -49,8 +49,9 @@ def prepare(out: Path, vocab: int, seed: int) -> Path:
     if (init / "config.json").is_file():
         return init
     tokenizer = train_bpe_tokenizer(lines[:cut], vocab_size=vocab, model_max_length=512)
+    hidden, ffn, layers = size
     config = AutoConfig.for_model(
-        "llama", vocab_size=len(tokenizer), hidden_size=256, intermediate_size=688, num_hidden_layers=6,
+        "llama", vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512, tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -72,11 +73,16 @@ def main() -> int:
     parser.add_argument("--layers", default="0,2,5")
     parser.add_argument("--runs", default="teacher,forward_kl,reverse_kl,jsd,control,test")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--text-dir", default=str(TEXT), help="Folder with WikiText-2's valid.txt and test.txt.")
+    parser.add_argument("--hidden-size", type=int, default=256, help="Of the teacher (4 attention heads).")
+    parser.add_argument("--intermediate-size", type=int, default=688, help="Of the teacher.")
+    parser.add_argument("--num-layers", type=int, default=6, help="Of the teacher.")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = args.runs.split(",")
-    init = prepare(out, args.vocab, args.seed)
+    text = Path(args.text_dir)
+    init = prepare(out, args.vocab, args.seed, text, (args.hidden_size, args.intermediate_size, args.num_layers))
     data = ["--task", "causal-lm", "--train-file", out / "train.txt", "--validation-file", out / "heldout.txt",
             "--block-size", args.block_size, "--latency-runs", "0"]  # fmt: skip
     train = ["--per_device_train_batch_size", "16", "--warmup_steps", "100", "--weight_decay", "0.01",
@@ -102,7 +108,7 @@ def main() -> int:
                 continue
             path = out / f"test-{name}.json"
             path.unlink(missing_ok=True)
-            hfcompress("evaluate", out / name, "--task", "causal-lm", "--validation-file", TEXT / "test.txt",
+            hfcompress("evaluate", out / name, "--task", "causal-lm", "--validation-file", text / "test.txt",
                        "--block-size", args.block_size, "--stride", args.block_size // 2, "--latency-runs", "0",
                        "--output-file", path)  # fmt: skip
             result = json.loads(path.read_text())

@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=float, default=1.0)
     parser.add_argument("--distill-epochs", type=float, default=2.0)
     parser.add_argument("--student-layers", default="3")
+    parser.add_argument("--base-model", default="minilm", help="Model the teacher is fine-tuned from.")
+    parser.add_argument("--latency-runs", type=int, default=20, help="Latency repeats of the distilled student.")
     parser.add_argument("--out", default="runs/bench-distill")
     args = parser.parse_args()
     out = Path(args.out)
@@ -35,10 +37,12 @@ def main() -> None:
     start = time.time()
     if not (teacher / "compression.json").exists():
         teacher_flags = ["--learning-rate", "5e-5", "--warmup-steps", "0.1", "--num-train-epochs", args.teacher_epochs]
-        hfcompress("finetune", "minilm", *common, *teacher_flags, "--output-dir", teacher, "--latency-runs", "0")
+        hfcompress(
+            "finetune", args.base_model, *common, *teacher_flags, "--output-dir", teacher, "--latency-runs", "0"
+        )
     hfcompress("distill", teacher, *common, "--student-layers", args.student_layers, "--learning-rate", "1e-4",
                "--warmup-steps", "0.1", "--num-train-epochs", args.distill_epochs, "--temperature", "2",
-               "--distill-weight", "0.7", "--hard-label-weight", "0.3", "--latency-runs", "20",
+               "--distill-weight", "0.7", "--hard-label-weight", "0.3", "--latency-runs", args.latency_runs,
                "--output-dir", student, "--overwrite_output_dir")  # fmt: skip
     report = json.loads((student / "compression.json").read_text())
     src, res, ratio = report["source"], report["result"], report["ratios"]

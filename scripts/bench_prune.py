@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--update-frequency", default="50")
     parser.add_argument("--hidden-weight", default="1.0", help="Layer-wise hidden-state MSE to the teacher.")
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=[*RUNS, *LATER_STAGES])
+    parser.add_argument("--latency-runs", default="20", help="Latency repeats of the source and the pruned model.")
     parser.add_argument("--out", default="runs/bench-prune")
     args = parser.parse_args()
     rows = args.train_samples or count_rows(Path(args.data_dir) / "sst2" / "train.tsv")
@@ -68,7 +69,7 @@ def main() -> None:
                    "--update-frequency", args.update_frequency, "--end-step", str(end_step),
                    "--temperature", "2", "--distill-weight", "0.7", "--hard-label-weight", "0.3",
                    "--hidden-weight", args.hidden_weight,
-                   "--logging-steps", "100", "--seed", "42", "--latency-runs", "20",
+                   "--logging-steps", "100", "--seed", "42", "--latency-runs", args.latency_runs,
                    "--output-dir", str(out), "--overwrite_output_dir", *extra]  # fmt: skip
         print("+", " ".join(command[2:]), flush=True)
         subprocess.run(command, check=True)

@@ -42,6 +42,8 @@ def main() -> int:
     parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as the distilled students")
     parser.add_argument("--recovery-lr", type=float, default=1e-3)
     parser.add_argument("--latency-rounds", type=int, default=5, help="0 skips the latency measurement")
+    parser.add_argument("--hidden-size", type=int, default=160, help="Hidden size of the width-half run.")
+    parser.add_argument("--ffn-size", type=int, default=304, help="FFN size of the width-half run.")
     parser.add_argument("--test-file", default=None,
                         help=f"Also evaluate every model on this text (e.g. {TEXT / 'test.txt'}); default: the "
                         "held-out text each pruning run measured.")  # fmt: skip
@@ -55,13 +57,15 @@ def main() -> int:
                 args.recovery_lr, "--warmup_steps", "50", "--weight_decay", "0.01", "--report_to", "none",
                 "--seed", "42", "--divergence", "forward_kl", "--distill-weight", "0.5",
                 "--hard-label-weight", "0.5", "--temperature", "1.0"]  # fmt: skip
-    chosen = args.only.split(",") if args.only else list(PLANS)
+    plans = {**PLANS, "width-half": ["--structure", "width", "--hidden-size", args.hidden_size, "--ffn-size",
+                                     args.ffn_size]}  # fmt: skip
+    chosen = args.only.split(",") if args.only else list(plans)
     for name in chosen:
         if not (out / name / "compression.json").is_file():  # else finished in an earlier invocation
-            hfcompress("prune", teacher, *PLANS[name], "--calibration-samples", args.samples, *data, *recovery,
+            hfcompress("prune", teacher, *plans[name], "--calibration-samples", args.samples, *data, *recovery,
                        "--overwrite_output_dir", "--output-dir", out / name)  # fmt: skip
     results, folders = {}, {}
-    for name in ["teacher", *PLANS]:
+    for name in ["teacher", *plans]:
         folder = teacher if name == "teacher" else out / name
         if not (folder / "compression.json").is_file():
             continue

@@ -9,8 +9,8 @@ from conftest import run_cli
 @pytest.mark.slow
 def test_demo_runs_the_recipe_and_the_benchmark(tmp_path):
     out = tmp_path / "demo"
-    result = run_cli("demo", "--output-dir", out, "--train-samples", "64", "--epochs", "0.5", "--rounds", "1",
-                     timeout=900)  # fmt: skip
+    small = ["--train-samples", "64", "--epochs", "0.5", "--rounds", "1", "--latency-runs", "1"]
+    result = run_cli("demo", "--output-dir", out, *small, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((out / "recipe" / "recipe.json").read_text())
     assert list(record["steps"]) == ["01-finetune", "02-distill", "03-quantize"]

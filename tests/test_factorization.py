@@ -12,6 +12,7 @@ from hfcompress.cli.main import main
 from hfcompress.errors import UsageError
 from hfcompress.factorization import FactorizationConfig, FactorizedLinear, load_model
 from hfcompress.factorization.factorize import factorize_layer, factorize_model
+from hfcompress.factorization.layers import FactorizedEmbedding, target_modules
 from hfcompress.factorization.loading import mark_factorized
 from hfcompress.factorization.svd import (
     allocate_ranks,
@@ -104,7 +105,7 @@ def test_an_exactly_low_rank_layer_keeps_its_outputs(conv1d):
     expected = model(x)
     entry = factorize_layer(model, "0", module, None, FactorizationConfig(rank=4))
     assert isinstance(model[0], FactorizedLinear) and model[0].rank == 4 and entry["parameters"] == [768, 256]
-    assert torch.allclose(model(x), expected, atol=1e-5) and entry["output_error"] < 1e-6
+    assert torch.allclose(model(x), expected, atol=1e-5) and entry["weight_error"] < 1e-6
 
 
 def test_layers_a_rank_would_not_shrink_stay_dense():
@@ -128,9 +129,16 @@ def test_saved_folder_reloads_with_identical_logits_and_is_smaller(tmp_path, fam
     model = tiny_classifier("bert") if family == "bert" else tiny_lm(family, 128)
     model.save_pretrained(tmp_path / "dense")
     batch = _batches(128)[0]
-    modules = {n: m for n, m in model.named_modules() if ".h." in n or ".layers." in n or ".layer." in n}
-    modules = {n: m for n, m in modules.items() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"}
-    layers, _ = factorize_model(model, [batch], modules, FactorizationConfig(energy=0.5, whiten=True), progress=False)
+    embeddings = family != "gpt2"  # GPT-2 ties them to its lm_head
+    modules = target_modules(model, embeddings=embeddings)
+    assert len(modules) == 4 * (7 if family == "llama" else 4 if family == "gpt2" else 6) + embeddings
+    config = FactorizationConfig(energy=0.5, whiten=True, factorize_embeddings=embeddings)
+    layers, _ = factorize_model(model, [batch], modules, config, progress=False)
+    if embeddings:  # ALBERT-style: vocab x r table, then r -> hidden; measured on the weights (inputs are ids)
+        name = "bert.embeddings.word_embeddings" if family == "bert" else "model.embed_tokens"
+        table = model.get_input_embeddings()
+        assert isinstance(table, FactorizedEmbedding) and table.rank == layers[name]["rank"]
+        assert 0 < layers[name]["weight_error"] < 1 and "output_error" not in layers[name]
     mark_factorized(model, {n: e["rank"] for n, e in layers.items() if e["rank"]}, "whitened-svd")
     model.save_pretrained(tmp_path / "low-rank")
     reloaded = load_model(tmp_path / "low-rank")
@@ -157,20 +165,25 @@ def _text(text_files):
             "--latency-runs", "0", "--calibration-samples", "8"]  # fmt: skip
 
 
-def test_classifier_from_the_cli_then_evaluate_and_benchmark(tmp_path, tiny_teacher_dir, tiny_glue_dir, capsys):
-    out = tmp_path / "low-rank"
-    code = main(["factorize", str(tiny_teacher_dir), "--rank", "8", *_glue(tiny_glue_dir), "--output-dir", str(out)])
-    assert code == 0, capsys.readouterr().err[-2000:]
+def test_classifier_recipe_factorize_then_evaluate_then_benchmark(tmp_path, tiny_teacher_dir, tiny_glue_dir, capsys):
+    import yaml
+
+    recipe = {"task": "sst2", "data_dir": str(tiny_glue_dir), "model": str(tiny_teacher_dir), "latency_runs": 0,
+              "steps": [{"factorize": {"rank": 8, "factorize_embeddings": True, "calibration_samples": 16}},
+                        {"evaluate": {}}]}  # fmt: skip
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "recipe")]) == 0
+    out = tmp_path / "recipe" / "01-factorize"
     report = json.loads((out / "compression.json").read_text())
     step = report["steps"][-1]
     settings = step["settings"]
     assert step["method"] == "low-rank factorization" and settings["rank"] == 8 and settings["method"] == "SVD"
-    assert len(settings["ranks"]) == 4 * 6 and set(settings["ranks"].values()) == {8}  # q, k, v, o, in, out x 4
+    assert len(settings["ranks"]) == 4 * 6 + 1 and set(settings["ranks"].values()) == {8}  # 6 per block, embeddings
     assert (
         settings["weights_after"] < settings["weights_before"]
         and settings["parameters_after"] < (settings["parameters_before"])
     )
-    assert report["result"]["size_bytes"] < report["source"]["size_bytes"]
+    assert report["result"]["size_bytes"] < 0.4 * report["source"]["size_bytes"]  # the 30522 x 32 table is 8 wide
     assert report["result"]["label"] == "factorized" and "plain_svd_output_error" not in str(settings["layers"])
     assert json.loads((out / "factorization.json").read_text())["ranks"] == settings["ranks"]
     card = (out / "README.md").read_text()
@@ -179,8 +192,8 @@ def test_classifier_from_the_cli_then_evaluate_and_benchmark(tmp_path, tiny_teac
     exec(compile(snippet, "card-snippet", "exec"), {})  # the card's own usage code runs
     assert re.fullmatch(r"LABEL_[01]|negative|positive", capsys.readouterr().out.strip().splitlines()[-1])
 
-    assert main(["evaluate", str(out), *_glue(tiny_glue_dir)[:4], "--output_file", str(tmp_path / "e.json")]) == 0
-    evaluation = json.loads((tmp_path / "e.json").read_text())
+    evaluation = json.loads((tmp_path / "recipe" / "02-evaluate.json").read_text())
+    assert evaluation["model"] == str(out) and evaluation["parameters"] == report["result"]["parameters"]
     assert evaluation["metrics"] == report["result"]["metrics"]  # the reloaded model scores as the saved one did
     bench = tmp_path / "bench"
     args = [str(tiny_teacher_dir), str(out), *_glue(tiny_glue_dir)[:4], "--rounds", "1", "--latency-runs", "1"]
@@ -188,6 +201,17 @@ def test_classifier_from_the_cli_then_evaluate_and_benchmark(tmp_path, tiny_teac
     rows = json.loads((bench / "benchmark.json").read_text())["rows"]
     assert rows[1]["parameters"] == report["result"]["parameters"] < rows[0]["parameters"]
     assert rows[1]["metrics"] == report["result"]["metrics"]
+
+    # ONNX export takes the factorized layers (two MatMuls each); methods that load with from_pretrained refuse.
+    quantize = ["quantize", str(out), *_glue(tiny_glue_dir)[:4], "--latency-runs", "0"]
+    assert main([*quantize, "--method", "onnx-int8-dynamic", "--output-dir", str(tmp_path / "int8")]) == 0
+    quantized = json.loads((tmp_path / "int8" / "compression.json").read_text())
+    assert quantized["source"]["metrics"] == report["result"]["metrics"]
+    assert quantized["result"]["quantization"]["checks"]["export_max_abs_diff"] < 1e-4
+    capsys.readouterr()
+    assert main([*quantize, "--method", "torchao-int8-weight", "--output-dir", str(tmp_path / "ao")]) == 2
+    assert "has factorized (low-rank) layers, which torchao-int8-weight cannot load" in capsys.readouterr().err
+    assert not (tmp_path / "ao").exists()
 
 
 def test_whitened_budget_with_recovery_on_a_causal_lm(tmp_path, tiny_lm_dirs, text_files, capsys):
@@ -199,7 +223,9 @@ def test_whitened_budget_with_recovery_on_a_causal_lm(tmp_path, tiny_lm_dirs, te
     report = json.loads((out / "compression.json").read_text())
     settings = report["steps"][-1]["settings"]
     assert settings["method"] == "whitened SVD (SVD-LLM)" and settings["parameter_ratio"] == 0.5
-    assert settings["weights_after"] <= 0.5 * settings["weights_before"] and settings["layers_kept_dense"] == 0
+    assert (
+        settings["weights_after"] <= 0.5 * settings["weights_before"] and settings["details"]["layers_kept_dense"] == 0
+    )
     assert len(set(settings["ranks"].values())) > 1  # the budget is spread unevenly, by energy
     for entry in settings["layers"].values():  # whitening is optimal for the layer's calibration outputs
         assert entry["output_error"] <= entry["plain_svd_output_error"] + 1e-6
@@ -229,19 +255,6 @@ def test_recovery_resumes_from_a_checkpoint_to_the_same_weights(tmp_path, tiny_t
     assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
 
 
-def test_a_recipe_step_factorizes(tmp_path, tiny_teacher_dir, tiny_glue_dir):
-    import yaml
-
-    recipe = {"task": "sst2", "data_dir": str(tiny_glue_dir), "model": str(tiny_teacher_dir), "latency_runs": 0,
-              "steps": [{"factorize": {"energy": 0.6, "calibration_samples": 8}}]}  # fmt: skip
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    assert main(["run", str(tmp_path / "r.yaml"), "--output-dir", str(tmp_path / "out")]) == 0
-    record = json.loads((tmp_path / "out" / "recipe.json").read_text())
-    assert record["final"].endswith("01-factorize") and record["summary"][0]["parameters"]
-    report = json.loads((tmp_path / "out" / "01-factorize" / "compression.json").read_text())
-    assert report["steps"][-1]["settings"]["energy"] == 0.6
-
-
 @pytest.mark.parametrize(
     "extra,message",
     [
@@ -259,11 +272,13 @@ def test_a_recipe_step_factorizes(tmp_path, tiny_teacher_dir, tiny_glue_dir):
         (["--rank", "16", "--modules", "q_proj"], "--rank 16 saves parameters in none of the 4 targeted layers"),
         (["--parameter-ratio", "0.01"], "fewer than rank 1 in every targeted layer needs"),
         (["--rank", "4", "--dampening", "0.1"], "--dampening applies to --whiten only."),
-        (["--rank", "4", "--factorize-embeddings"], "--factorize-embeddings (ALBERT-style word embeddings) is not"),
+        (["--rank", "4", "--factorize-embeddings", "--model", "gpt2"], "word embeddings are tied to the output layer"),
     ],
 )
 def test_bad_settings_fail_in_one_sentence(tmp_path, tiny_lm_dirs, text_files, extra, message, capsys):
-    source = tiny_lm_dirs["llama"]
+    family = extra[extra.index("--model") + 1] if "--model" in extra else "llama"  # the source model, else Llama
+    extra = extra[: extra.index("--model")] if "--model" in extra else extra
+    source = tiny_lm_dirs[family]
     before = snapshot(source)
     out = tmp_path / "out"
     code = main(["factorize", str(source), *extra, *_text(text_files), "--output-dir", str(out)])

@@ -90,7 +90,7 @@ BAD = [
         {"steps": [{"quantize": {"method": "onnx-int8-dynamic"}}, {"prune": {}}]},
         "from the quantized model of 01-quantize",
     ),
-    ({"steps": [{"bake": {}}]}, "steps are finetune, distill, prune, quantize, evaluate, push"),
+    ({"steps": [{"bake": {}}]}, "steps are finetune, distill, prune, factorize, quantize, evaluate, push"),
     ({"steps": [{"distill": {"output_dir": "x"}}]}, "each step writes its own folder"),
     ({"steps": []}, "needs a non-empty list under 'steps:'"),
     ({"model": "{missing}", "steps": STEP}, "Step 1 (distill)'s model:"),

@@ -191,7 +191,7 @@ def run_benchmark(
         raise UsageError(f"--rounds and --latency-runs must be at least 1, got {rounds} and {repeats}.")
     names = check_models(names, task, trust_remote_code)
     final = check_output_dir(output_dir, overwrite, tuple(names))
-    splits = load_data(task, need_train=False)
+    splits = load_data(task, need_train=False, train=False)
     staging = begin_output(final, overwrite, resuming=False, resumable=False)
     load_before = load_average()
     candidates = [Candidate(name, task, max_length, repeats, trust_remote_code) for name in names]

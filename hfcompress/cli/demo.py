@@ -40,6 +40,7 @@ class DemoArguments:
     train_samples: int = field(default=2000, metadata={"help": "Training examples to use."})
     epochs: float = field(default=2.0, metadata={"help": "Epochs for fine-tuning the teacher and for distillation."})
     rounds: int = field(default=3, metadata={"help": "Interleaved latency rounds of the final benchmark."})
+    latency_runs: int = field(default=10, metadata={"help": "Timed calls per latency measurement (0: no latency)."})
 
 
 def run(argv: list[str]) -> int:
@@ -49,7 +50,8 @@ def run(argv: list[str]) -> int:
 
     (demo,) = parse_dataclasses(argv, (DemoArguments,), "demo", __doc__)
     out = check_output_dir(demo.output_dir, demo.overwrite_output_dir)
-    options = {"num_train_epochs": demo.epochs, "max_train_samples": demo.train_samples}
+    options = {"num_train_epochs": demo.epochs, "max_train_samples": demo.train_samples,
+               "latency_runs": demo.latency_runs}  # fmt: skip
     if _hub_reachable():
         print("The Hugging Face Hub is reachable: using real SST-2 (nyu-mll/glue).")
     else:
@@ -61,7 +63,8 @@ def run(argv: list[str]) -> int:
     record = run_recipe(str(out / "demo.yaml"), out / "recipe", options)
     folders = [str(out / "recipe" / name) for name in ("01-finetune", "02-distill", "03-quantize")]
     task = GlueTaskConfig(task="sst2", data_dir=options.get("data_dir"))
-    run_benchmark(folders, task, out / "benchmark", rounds=demo.rounds, overwrite=True)
+    run_benchmark(folders, task, out / "benchmark", rounds=demo.rounds, repeats=max(demo.latency_runs, 1),
+                  overwrite=True)  # fmt: skip
     print(f"Teacher: {folders[0]}; student: {folders[1]}; int8 student: {record['final']}.")
     print(f"Charts: {out / 'benchmark' / 'metric_vs_latency.png'} and metric_vs_size.png.")
     return 0

@@ -19,7 +19,7 @@ COMMANDS = {
     "run": "Run a recipe: several steps (distill, prune, quantize, evaluate ...) from one YAML file or preset.",
     "benchmark": "Compare models on a task: metric, size, memory, interleaved latency; table, JSON, CSV, charts.",
     "push": "Publish an output directory, with its model card, to the Hugging Face Hub.",
-    "demo": "Fine-tune, distil and evaluate the packaged MiniLM end to end, offline.",
+    "demo": "Fine-tune, distil, quantize and benchmark the packaged MiniLM end to end, offline.",
     "env": "Print versions for bug reports.",
 }
 

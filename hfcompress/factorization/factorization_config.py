@@ -63,7 +63,8 @@ class FactorizationConfig:
     factorize_embeddings: bool = field(
         default=False,
         metadata={
-            "help": "ALBERT-style factorized word embeddings (V x r table, then r -> hidden): not yet supported."
+            "help": "Also factorize the word embeddings as ALBERT does: a vocab x rank table, then rank -> hidden "
+            "(plain SVD, rank chosen as for the Linear layers; not for embeddings tied to the lm_head)."
         },
     )
 
@@ -95,11 +96,6 @@ class FactorizationConfig:
             raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}.")
         if self.recovery_steps < 0:
             raise UsageError(f"--recovery-steps must be 0 or more, got {self.recovery_steps}.")
-        if self.factorize_embeddings:
-            raise UsageError(
-                "--factorize-embeddings (ALBERT-style word embeddings) is not supported yet; factorize the Linear "
-                "layers only."
-            )
 
     @property
     def method(self) -> str:

@@ -4,7 +4,8 @@ The blocks run in order on the calibration inputs (pruning/calibration.py, as on
 gather each targeted layer's X^T X, the block's layers are factorized (whitened by it with --whiten), and the
 block runs again so its new outputs feed the next block. X^T X also gives each layer's relative output error on
 the calibration data, for the chosen method and, when whitened, for plain SVD at the same rank. Layers outside the
-blocks (chosen with --modules) get their X^T X from one pass of the whole model afterwards. With
+blocks (chosen with --modules) get their X^T X from one pass of the whole model afterwards; word embeddings
+(--factorize-embeddings) are factorized by plain SVD, their error measured on the weights. With
 --parameter-ratio the ranks are allocated first, from every layer's spectrum (whitened: one calibration pass
 that changes nothing), then applied.
 """
@@ -14,9 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..architecture import oriented_weight
 from ..pruning.calibration import InputStatistics, prune_block_by_block
-from .layers import factorized_from, set_module, shapes_of
+from .layers import factorized_from, oriented, set_module, shapes_of
 from .svd import (
     allocate_ranks,
     decompose,
@@ -34,7 +34,7 @@ from .svd import (
 @torch.no_grad()
 def factorize_layer(model, name: str, module: nn.Module, gram, config, rank: int | None = None) -> dict:
     """Replace `module` by its truncated SVD when that saves parameters; returns what was done, for the report."""
-    weight = oriented_weight(module).detach()
+    weight = oriented(module).detach()
     out_features, in_features = weight.shape
     white = whitening(gram, config.dampening) if config.whiten and gram is not None else None
     u, s, vh = decompose(weight, white)
@@ -48,7 +48,9 @@ def factorize_layer(model, name: str, module: nn.Module, gram, config, rank: int
                      f"{in_features * out_features:,}")  # fmt: skip
         return entry
     first, second = truncate(u, s, vh, rank, white)
-    entry["output_error"] = round(relative_error(weight, first, second, gram), 6)
+    entry["output_error" if gram is not None else "weight_error"] = round(
+        relative_error(weight, first, second, gram), 6
+    )
     if white is not None:
         plain = truncate(*decompose(weight), rank)
         entry["plain_svd_output_error"] = round(relative_error(weight, *plain, gram), 6)
@@ -70,10 +72,10 @@ def factorize_model(model, batches: list[dict], modules: dict[str, nn.Module], c
         model, batches, modules, factorize_block, hessian=True, progress=progress, desc="Factorizing blocks"
     )
     rest = {name: module for name, module in modules.items() if name not in layers}
-    if rest:
-        stats = input_statistics(model, batches, rest)
-        for name, module in rest.items():
-            layers[name] = factorize_layer(model, name, module, stats[name].hessian, config, ranks.get(name))
+    stats = input_statistics(model, batches, _calibrated(rest)) if _calibrated(rest) else {}
+    for name, module in rest.items():
+        gram = stats[name].hessian if name in stats else None
+        layers[name] = factorize_layer(model, name, module, gram, config, ranks.get(name))
     return {name: layers[name] for name in modules}, blocks
 
 
@@ -82,26 +84,29 @@ def planned_ranks(model, batches, modules, config, progress: bool) -> dict[str, 
     shapes = shapes_of(modules)
     budget = int(config.parameter_ratio * sum(i * o for i, o in shapes.values()))
     if not config.whiten:
-        spectra = {name: spectrum(oriented_weight(m).detach()) for name, m in modules.items()}
+        spectra = {name: spectrum(oriented(m).detach()) for name, m in modules.items()}
         return allocate_ranks(spectra, shapes, budget)
     spectra = {}
 
     def measure_block(index, own, stats):
         for name, module in own.items():
             white = whitening(stats[name].hessian, config.dampening)
-            spectra[name] = spectrum(oriented_weight(module).detach(), white)
+            spectra[name] = spectrum(oriented(module).detach(), white)
 
     prune_block_by_block(
         model, batches, modules, measure_block, hessian=True, progress=progress, desc="Measuring spectra"
     )
     rest = {name: module for name, module in modules.items() if name not in spectra}
-    if rest:
-        stats = input_statistics(model, batches, rest)
-        for name, module in rest.items():
-            spectra[name] = spectrum(
-                oriented_weight(module).detach(), whitening(stats[name].hessian, config.dampening)
-            )
+    stats = input_statistics(model, batches, _calibrated(rest)) if _calibrated(rest) else {}
+    for name, module in rest.items():
+        white = whitening(stats[name].hessian, config.dampening) if name in stats else None
+        spectra[name] = spectrum(oriented(module).detach(), white)
     return allocate_ranks({name: spectra[name] for name in modules}, shapes, budget)
+
+
+def _calibrated(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """The modules whose inputs are activations (not token ids, as an Embedding's are)."""
+    return {name: module for name, module in modules.items() if not isinstance(module, nn.Embedding)}
 
 
 @torch.no_grad()
@@ -141,10 +146,10 @@ def summarize(layers: dict[str, dict]) -> dict:
                "weights_ratio": round(after / before, 4) if before else None}  # fmt: skip
     if done:
         energies = [entry["energy_kept"] for entry in done.values()]
-        errors = [entry["output_error"] for entry in done.values()]
-        summary.update(energy_kept_mean=round(sum(energies) / len(energies), 6), energy_kept_min=min(energies),
-                       output_error_mean=round(sum(errors) / len(errors), 6),
-                       output_error_max=max(errors))  # fmt: skip
+        summary.update(energy_kept_mean=round(sum(energies) / len(energies), 6), energy_kept_min=min(energies))
+        errors = [entry["output_error"] for entry in done.values() if "output_error" in entry]
+        if errors:
+            summary.update(output_error_mean=round(sum(errors) / len(errors), 6), output_error_max=max(errors))
         plain = [entry["plain_svd_output_error"] for entry in done.values() if "plain_svd_output_error" in entry]
         if plain:
             summary["plain_svd_output_error_mean"] = round(sum(plain) / len(plain), 6)

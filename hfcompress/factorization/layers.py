@@ -1,4 +1,5 @@
-"""The factorized layer, which layers to factorize, and swapping one in for a Linear (or GPT-2 Conv1D)."""
+"""The factorized layers, which layers to factorize, and swapping them in for a Linear (or GPT-2 Conv1D) or the
+word embeddings."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 import torch
 from torch import nn
 
-from ..architecture import find_layer_list, in_out, is_projection
+from ..architecture import find_layer_list, is_projection, oriented_weight
 from ..errors import UsageError
 
 
@@ -46,6 +47,47 @@ class FactorizedLinear(nn.Sequential):
         return self[1].bias
 
 
+class FactorizedEmbedding(nn.Sequential):
+    """Word embeddings stored as in ALBERT: a vocabulary x rank table, then rank -> hidden without bias.
+
+    Its state dict holds `0.weight` (vocab x rank) and `1.weight` (hidden x rank).
+    """
+
+    def __init__(self, num_embeddings: int, rank: int, embedding_dim: int, device=None, dtype=None):
+        super().__init__(
+            nn.Embedding(num_embeddings, rank, device=device, dtype=dtype),
+            nn.Linear(rank, embedding_dim, bias=False, device=device, dtype=dtype),
+        )
+
+    @property
+    def rank(self) -> int:
+        return self[0].embedding_dim
+
+    @property
+    def num_embeddings(self) -> int:
+        return self[0].num_embeddings
+
+    @property
+    def embedding_dim(self) -> int:
+        return self[1].out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense (vocab x hidden) table this layer equals, computed; writes to it are lost."""
+        return self[0].weight @ self[1].weight.t()
+
+
+def oriented(module: nn.Module) -> torch.Tensor:
+    """The weight as (out, in): a Linear's, a Conv1D's transposed, an Embedding's table transposed (hidden x vocab,
+    the Linear a one-hot token would go through)."""
+    return module.weight.t() if isinstance(module, nn.Embedding) else oriented_weight(module)
+
+
+def in_out(module: nn.Module) -> tuple[int, int]:
+    out_features, in_features = oriented(module).shape
+    return in_features, out_features
+
+
 def block_prefix(model: nn.Module) -> str:
     """The module-name prefix of the transformer blocks, e.g. 'model.layers.' or 'bert.encoder.layer.'."""
     parent, attr, _ = find_layer_list(model)
@@ -53,10 +95,12 @@ def block_prefix(model: nn.Module) -> str:
     return f"{prefix}.{attr}." if prefix else f"{attr}."
 
 
-def target_modules(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Module]:
+def target_modules(model: nn.Module, pattern: str | None = None, embeddings: bool = False) -> dict[str, nn.Module]:
     """The Linear (or Conv1D) layers to factorize, by name: those inside the transformer blocks, or those whose
-    name `pattern` (a regex) finds anywhere. Factors of an earlier factorization are never targeted again."""
-    inside_factors = {f"{name}.{child}" for name, m in model.named_modules() if isinstance(m, FactorizedLinear)
+    name `pattern` (a regex) finds anywhere; plus the word embeddings if asked. Factors of an earlier factorization
+    are never targeted again."""
+    factorized = (FactorizedLinear, FactorizedEmbedding)
+    inside_factors = {f"{name}.{child}" for name, m in model.named_modules() if isinstance(m, factorized)
                       for child in ("0", "1")}  # fmt: skip
     candidates = {n: m for n, m in model.named_modules() if is_projection(m) and n not in inside_factors}
     if pattern is None:
@@ -71,7 +115,23 @@ def target_modules(model: nn.Module, pattern: str | None = None) -> dict[str, nn
             if pattern
             else "This model has no Linear layers inside its transformer blocks to factorize."
         )
+    if embeddings:
+        chosen.update(word_embeddings(model))
     return chosen
+
+
+def word_embeddings(model: nn.Module) -> dict[str, nn.Embedding]:
+    """{name: the input word embeddings}, refused when they are already factorized or tied to the output layer."""
+    table = model.get_input_embeddings()
+    if type(table) is not nn.Embedding:  # a subclass (Gemma's scaled embedding) computes more than a lookup
+        raise UsageError(f"The word embeddings are a {type(table).__name__}, not a plain nn.Embedding to factorize.")
+    output = model.get_output_embeddings()
+    if output is not None and getattr(output, "weight", None) is table.weight:
+        raise UsageError(
+            "The word embeddings are tied to the output layer (lm_head), so --factorize-embeddings cannot change "
+            "them alone."
+        )
+    return {next(name for name, m in model.named_modules() if m is table): table}
 
 
 def shapes_of(modules: dict[str, nn.Module]) -> dict[str, tuple[int, int]]:
@@ -85,9 +145,15 @@ def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 @torch.no_grad()
-def factorized_from(module: nn.Module, first: torch.Tensor, second: torch.Tensor) -> FactorizedLinear:
-    """A FactorizedLinear with weights `first` (r x in) and `second` (out x r) and the bias of `module`."""
+def factorized_from(module: nn.Module, first: torch.Tensor, second: torch.Tensor) -> nn.Sequential:
+    """A FactorizedLinear with weights `first` (r x in) and `second` (out x r) and the bias of `module`; for an
+    Embedding, a FactorizedEmbedding whose table is first^T (vocab x r)."""
     weight = module.weight
+    if isinstance(module, nn.Embedding):
+        layer = FactorizedEmbedding(first.shape[1], first.shape[0], second.shape[0], weight.device, weight.dtype)
+        layer[0].weight.copy_(first.t())
+        layer[1].weight.copy_(second)
+        return layer.train(module.training)
     layer = FactorizedLinear(first.shape[1], first.shape[0], second.shape[0], module.bias is not None,
                              device=weight.device, dtype=weight.dtype)  # fmt: skip
     layer[0].weight.copy_(first)
@@ -99,16 +165,20 @@ def factorized_from(module: nn.Module, first: torch.Tensor, second: torch.Tensor
 
 
 def swap_in(model: nn.Module, ranks: dict[str, int]) -> None:
-    """Replace each listed Linear by an empty FactorizedLinear of its shape and rank, on the same device (meta
-    inside `from_pretrained`), for the saved factors to load into."""
+    """Replace each listed Linear (Embedding) by an empty FactorizedLinear (FactorizedEmbedding) of its shape and
+    rank, on the same device (meta inside `from_pretrained`), for the saved factors to load into."""
     for name, rank in ranks.items():
         try:
             module = model.get_submodule(name)
         except AttributeError:
             raise UsageError(f"The factorization lists '{name}', which this model does not have.") from None
+        weight = getattr(module, "weight", None)
+        if type(module) is nn.Embedding:
+            vocab, hidden = weight.shape
+            set_module(model, name, FactorizedEmbedding(vocab, int(rank), hidden, weight.device, weight.dtype))
+            continue
         if not is_projection(module):
             raise UsageError(f"The factorization lists '{name}', which is a {type(module).__name__}, not a Linear.")
         in_features, out_features = in_out(module)
-        weight = module.weight
         set_module(model, name, FactorizedLinear(in_features, int(rank), out_features, module.bias is not None,
                                                  device=weight.device, dtype=weight.dtype))  # fmt: skip

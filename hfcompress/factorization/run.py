@@ -19,6 +19,10 @@ from .layers import shapes_of, target_modules
 from .loading import mark_factorized, write_listing
 from .svd import largest_useful_rank, minimum_parameters, saves_parameters
 
+# The figures shown in the card's lineage table; the rest of the summary and the calibration figures go in `details`.
+HEADLINE = ("layers_factorized", "weights_before", "weights_after", "energy_kept_mean", "output_error_mean",
+            "plain_svd_output_error_mean")  # fmt: skip
+
 
 def check_targets(modules: dict, config: FactorizationConfig) -> None:
     """Refuse, from the layers' shapes alone, settings that would factorize nothing."""
@@ -46,7 +50,7 @@ def run_factorize(model_args, data_args, factorization: FactorizationConfig, tea
     modules: dict = {}
 
     def check(model):
-        modules.update(target_modules(model, factorization.modules))
+        modules.update(target_modules(model, factorization.modules, factorization.factorize_embeddings))
         check_targets(modules, factorization)
 
     p = prepare_calibration(model_args, data_args, teacher_args, args, factorization.calibration_samples, check,
@@ -66,18 +70,21 @@ def run_factorize(model_args, data_args, factorization: FactorizationConfig, tea
     model, before_recovery = recover_and_save(p, model, model_args, args, factorization.recovery_steps)
     write_listing(model, p.output_dir)
 
-    timing = calibration_settings(p, seconds)
-    timing["factorization_seconds"] = timing.pop("pruning_seconds")
+    details = calibration_settings(p, seconds)
+    details["factorization_seconds"] = details.pop("pruning_seconds")
+    summary = summarize(layers)
+    details.update({key: value for key, value in summary.items() if key not in HEADLINE})
     settings = {
         "method": "whitened SVD (SVD-LLM)" if factorization.whiten else "SVD",
         **{key: getattr(factorization, key) for key in ("rank", "energy", "parameter_ratio")
            if getattr(factorization, key) is not None},
         "modules": factorization.modules or "Linear layers inside the transformer blocks",
+        "factorize_embeddings": factorization.factorize_embeddings,
         "seed": args.seed,
-        **timing,
-        **summarize(layers),
+        **{key: summary[key] for key in HEADLINE if key in summary},
         "parameters_before": parameters_before,
         "parameters_after": count_parameters(model),
+        "details": details,
         "ranks": ranks,
         "layers": layers,
         "blocks": blocks,

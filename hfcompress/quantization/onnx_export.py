@@ -34,7 +34,11 @@ def load_for_export(model_dir: str | Path):
     """The fp32 classifier in `model_dir` with eager attention, the implementation the exporter traces best."""
     from transformers import AutoModelForSequenceClassification
 
+    from ..factorization.loading import is_factorized, load_model
+
     try:
+        if is_factorized(model_dir):  # low-rank layers: exported as two MatMuls each
+            return load_model(model_dir, attn_implementation="eager", dtype=torch.float32)
         model = AutoModelForSequenceClassification.from_pretrained(
             model_dir, attn_implementation="eager", dtype=torch.float32
         )

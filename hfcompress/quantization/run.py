@@ -142,6 +142,11 @@ def check_model(model_name: str, task: Task | None, quantization, trust_remote_c
     config = load_config(model_name, trust_remote_code=trust_remote_code)
     if task is not None:
         task.check_config(config, model_name)
+    if getattr(config, "hfcompress_factorized", None) and not isinstance(quantization, OnnxConfig):
+        raise UsageError(
+            f"'{model_name}' has factorized (low-rank) layers, which {quantization.method} cannot load through "
+            "from_pretrained; quantize it with --method onnx-int8-dynamic or onnx-int8-static."
+        )
     if is_causal_lm_config(config):
         if isinstance(quantization, OnnxConfig):
             raise UsageError(
@@ -257,8 +262,13 @@ def measure_source(model_name, tokenizer, task, splits, model_args, latency_runs
     from ..measure import memory_bytes
 
     config = load_config(model_name, trust_remote_code=model_args.trust_remote_code)
-    model = auto_class_for(config).from_pretrained(model_name, dtype=torch.float32,
-                                                   trust_remote_code=model_args.trust_remote_code).eval()  # fmt: skip
+    if getattr(config, "hfcompress_factorized", None):
+        from ..factorization import load_model
+
+        model = load_model(model_name, dtype=torch.float32)
+    else:
+        trust = model_args.trust_remote_code
+        model = auto_class_for(config).from_pretrained(model_name, dtype=torch.float32, trust_remote_code=trust).eval()
     entry = {"label": "fp32 (PyTorch)", "model": model_name, "backend": "transformers"}
     if task:
         logger.info("Evaluating the fp32 model on %s", task.name)
