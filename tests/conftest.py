@@ -17,7 +17,10 @@ SHARED_GLUE = ROOT.parent / "shared" / "data" / "glue"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(2)
+# Two threads alone; one per worker under pytest-xdist (`make test` runs two), so workers do not fight for cores.
+# Subprocesses get the same count (run_cli), so a run in a test and one in a subprocess compute alike.
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(THREADS)
 
 
 def tiny_config(model_type: str = "bert", num_labels: int = 2, layers: int = 4, hidden: int = 32, **overrides):
@@ -86,7 +89,7 @@ def tiny_glue_dir(tmp_path_factory) -> Path:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python -m hfcompress ARGS` in a subprocess, as a user would from a shell."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
     return subprocess.run(
         [sys.executable, "-m", "hfcompress", *map(str, args)],
         capture_output=True,

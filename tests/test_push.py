@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import snapshot, tiny_classifier
+from conftest import THREADS, snapshot, tiny_classifier
 from hub_server import FakeHub
 
 TOKEN = "hf_secretXYZ0123456789abcdef"
@@ -224,7 +224,9 @@ def test_training_command_pushes_its_own_card(tmp_path, hub, tiny_teacher_dir, t
     """`--push_to_hub --hub_model_id` on distill: our card arrives, never the Trainer's, and no token anywhere."""
     out = tmp_path / "pushed"
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    environ.update(HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, OMP_NUM_THREADS="2")
+    environ.update(
+        HF_HOME=str(tmp_path / "hf-home"), HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN, OMP_NUM_THREADS=str(THREADS)
+    )
     command = [sys.executable, "-m", "hfcompress", "distill", str(tiny_teacher_dir), "--task", "sst2",
                "--data-dir", str(tiny_glue_dir), "--student-layers", "2", "--max-steps", "2", "--latency-runs", "0",
                "--output-dir", str(out), "--push_to_hub", "--hub_model_id", "alice/pushed-student",

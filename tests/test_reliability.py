@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli, tiny_classifier
+from conftest import THREADS, run_cli, tiny_classifier
 from safetensors.torch import load_file
 
 from hfcompress.cli.common import command_line
@@ -20,7 +20,7 @@ FLAGS = ["--task", "sst2", "--per-device-train-batch-size", "4", "--learning-rat
 
 def start_cli(*args):
     # The same threads as run_cli: another count changes float reduction order, and so the trained weights.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
     return subprocess.Popen([sys.executable, "-m", "hfcompress", *map(str, args)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
