@@ -121,3 +121,19 @@ def test_bad_models_are_refused_before_any_work(tmp_path, tiny_teacher_dir, tiny
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_another_busy_process_is_seen():
+    """A process spinning on a core shows in busy_fraction (this process's own work is not counted)."""
+    import os
+    import subprocess
+    import sys
+
+    from hfcompress.benchmark.run import busy_fraction
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert busy_fraction(0.5) >= 0.6 / (os.cpu_count() or 1)  # one whole core, give or take
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -10,8 +10,8 @@ first model (the baseline), then their median and spread.
 from __future__ import annotations
 
 import logging
-import os
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from ..measure import memory_bytes, weights_size_bytes
 
 logger = logging.getLogger("hfcompress")
 SPREAD_WARNING = 0.25  # (max - min) / median of a model's latency over rounds above this is worth a warning
-BUSY_LOAD = 0.5  # 1-minute load average (per core) above this before we start means the machine is not idle
+BUSY_SHARE = 0.2  # other processes using more than this share of the CPUs before we start: the machine is not idle
 
 
 def check_models(names: list[str], task, trust_remote_code: bool = False) -> list[str]:
@@ -145,18 +145,38 @@ def spread(values: list[float]) -> dict:
     return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
 
 
-def load_average() -> float | None:
-    """The 1-minute load average per core, or None where the system does not say."""
+def busy_fraction(seconds: float = 1.0) -> float | None:
+    """Share of the machine's CPU time that other processes used over `seconds` (Linux /proc), or None.
+
+    A load average would count this process's own training or evaluation of the last minute as "busy".
+    """
+
+    def machine() -> tuple[int, int]:
+        with open("/proc/stat") as handle:
+            fields = [int(x) for x in handle.readline().split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all jiffies, idle + iowait
+
+    def own() -> int:
+        with open("/proc/self/stat") as handle:
+            parts = handle.read().rsplit(")", 1)[1].split()
+        return int(parts[11]) + int(parts[12])  # utime + stime of every thread of this process
+
     try:
-        return round(os.getloadavg()[0] / (os.cpu_count() or 1), 2)
-    except (AttributeError, OSError):
+        (total0, idle0), own0 = machine(), own()
+        time.sleep(seconds)
+        (total1, idle1), own1 = machine(), own()
+    except (OSError, ValueError, IndexError):
         return None
+    spent = total1 - total0
+    if spent <= 0:
+        return None
+    return round(max(0.0, (spent - (idle1 - idle0) - (own1 - own0)) / spent), 2)
 
 
-def warnings_for(latency: dict[str, dict], load_before: float | None) -> list[str]:
+def warnings_for(latency: dict[str, dict], busy: float | None) -> list[str]:
     found = []
-    if load_before is not None and load_before > BUSY_LOAD:
-        found.append(f"The machine was busy when the benchmark started (load {load_before:.2f} per core); latency "
+    if busy is not None and busy > BUSY_SHARE:
+        found.append(f"Other processes used {busy:.0%} of the CPUs when the latency rounds started; latency "
                      "figures from a busy machine are not results: rerun on an idle one.")  # fmt: skip
     for name, entry in latency.items():
         for key, value in entry.items():
@@ -193,15 +213,15 @@ def run_benchmark(
     final = check_output_dir(output_dir, overwrite, tuple(names))
     splits = load_data(task, need_train=False, train=False)
     staging = begin_output(final, overwrite, resuming=False, resumable=False)
-    load_before = load_average()
     candidates = [Candidate(name, task, max_length, repeats, trust_remote_code) for name in names]
     rows = [candidate.describe(splits) for candidate in candidates]
+    busy = busy_fraction()
     latency = interleaved_latency(candidates, rounds)
     for row in rows:
         row["latency"] = latency[row["model"]]
     setup = task.latency_setup(repeats)
     setup.update(rounds=rounds, repeats=repeats, cpu=platform.processor() or platform.machine(),
-                 load_per_core_before=load_before, load_per_core_after=load_average())  # fmt: skip
+                 busy_before=busy, busy_after=busy_fraction())  # fmt: skip
     setup["statistic"] = (f"per round: {setup['statistic']}; reported: the median over {rounds} interleaved rounds "
                           "(min-max)")  # fmt: skip
     result = {
@@ -213,7 +233,7 @@ def run_benchmark(
         },  # fmt: skip
         "setup": setup,
         "rows": rows,
-        "warnings": warnings_for(latency, load_before),
+        "warnings": warnings_for(latency, busy),
     }
     write_files(result, staging)
     final = commit_output(staging, overwrite)
