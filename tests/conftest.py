@@ -175,3 +175,14 @@ def tiny_lm_dirs(tmp_path_factory, lm_tokenizer) -> dict[str, Path]:
         lm_tokenizer.save_pretrained(path)
         folders[family] = path
     return folders
+
+
+def random_batches(vocab: int, count: int = 2, length: int = 12, batch: int = 2, seed: int = 0) -> list[dict]:
+    """`count` batches of random token ids (calibration data for one-shot methods on tiny models)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(0, vocab, (batch, length), generator=generator)} for _ in range(count)]
+
+
+def logits_of(model, batch) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch).logits

@@ -24,22 +24,12 @@ from hfcompress.factorization.svd import (
     truncate,
     whitening,
 )
-from tests.conftest import snapshot, tiny_classifier, tiny_lm
+from tests.conftest import logits_of, random_batches, snapshot, tiny_classifier, tiny_lm
 
 
 def _orthonormal(rows, cols, seed):
     q, _ = torch.linalg.qr(torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
     return q
-
-
-def _batches(vocab, count=2, length=12, batch=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(0, vocab, (batch, length), generator=generator)} for _ in range(count)]
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch).logits
 
 
 def test_truncated_svd_error_is_the_dropped_singular_values():
@@ -111,7 +101,7 @@ def test_an_exactly_low_rank_layer_keeps_its_outputs(conv1d):
 def test_layers_a_rank_would_not_shrink_stay_dense():
     model = tiny_lm("llama", 128, layers=2)  # q/o 32->32, k/v 32->16, gate/up 32->64, down 64->32
     modules = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and ".layers." in n}
-    layers, blocks = factorize_model(model, _batches(128), modules, FactorizationConfig(rank=12), progress=False)
+    layers, blocks = factorize_model(model, random_batches(128), modules, FactorizationConfig(rank=12), progress=False)
     for name, entry in layers.items():
         module = model.get_submodule(name)
         if name.endswith(("k_proj", "v_proj")):  # 12 x (32 + 16) = 576 is not below 32 x 16 = 512
@@ -128,7 +118,7 @@ def test_saved_folder_reloads_with_identical_logits_and_is_smaller(tmp_path, fam
 
     model = tiny_classifier("bert") if family == "bert" else tiny_lm(family, 128)
     model.save_pretrained(tmp_path / "dense")
-    batch = _batches(128)[0]
+    batch = random_batches(128)[0]
     embeddings = family != "gpt2"  # GPT-2 ties them to its lm_head
     modules = target_modules(model, embeddings=embeddings)
     assert len(modules) == 4 * (7 if family == "llama" else 4 if family == "gpt2" else 6) + embeddings
@@ -143,7 +133,7 @@ def test_saved_folder_reloads_with_identical_logits_and_is_smaller(tmp_path, fam
     model.save_pretrained(tmp_path / "low-rank")
     reloaded = load_model(tmp_path / "low-rank")
     assert type(reloaded).__name__ == type(model).__name__
-    assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
+    assert torch.equal(logits_of(reloaded, batch), logits_of(model, batch))
     size = lambda name: (tmp_path / name / "model.safetensors").stat().st_size  # noqa: E731
     saved = sum(e["parameters"][0] - e["parameters"][1] for e in layers.values() if e["rank"])
     # Smaller by the float32 weights saved (the factors are stored, not a dense product), give or take the header.
@@ -152,7 +142,7 @@ def test_saved_folder_reloads_with_identical_logits_and_is_smaller(tmp_path, fam
     assert config["hfcompress_factorized"]["ranks"] and config["architectures"] == [type(model).__name__]
     if family == "llama":  # plain from_pretrained loads, but with the factorized layers left random
         plain = AutoModelForCausalLM.from_pretrained(tmp_path / "low-rank")
-        assert not torch.allclose(_logits(plain, batch), _logits(model, batch), atol=1e-3)
+        assert not torch.allclose(logits_of(plain, batch), logits_of(model, batch), atol=1e-3)
 
 
 def _glue(tiny_glue_dir):

@@ -8,17 +8,7 @@ import torch
 from hfcompress.pruning.importance import choose_heads, collect_importance, top_indices
 from hfcompress.pruning.minitron import apply_width
 from hfcompress.pruning.surgery import check_rebuildable, drop_blocks
-from tests.conftest import run_cli, snapshot, tiny_lm
-
-
-def _batches(vocab, count=2, length=12, batch=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(0, vocab, (batch, length), generator=generator)} for _ in range(count)]
-
-
-def _logits(model, batch):
-    with torch.no_grad():
-        return model(**batch).logits
+from tests.conftest import logits_of, random_batches, run_cli, snapshot, tiny_lm
 
 
 def _reloaded(model, path):
@@ -43,11 +33,11 @@ def test_heads_are_kept_by_group_then_within_groups():
 
 def test_importance_is_the_norm_of_each_neurons_activation():
     model = tiny_lm("llama", 128, layers=2)
-    batches = _batches(128)
+    batches = random_batches(128)
     seen = []
     handle = model.model.layers[1].mlp.down_proj.register_forward_hook(lambda m, a, o: seen.append(a[0]))
     for batch in batches:
-        _logits(model, batch)
+        logits_of(model, batch)
     handle.remove()
     expected = torch.cat([x.reshape(-1, x.shape[-1]) for x in seen]).double().norm(dim=0)
     importance = collect_importance(model, batches, width=True, progress=False)
@@ -60,7 +50,7 @@ def test_a_block_that_changes_nothing_is_the_least_important():
     with torch.no_grad():  # block 1 adds zero to the residual stream: output == input
         model.model.layers[1].self_attn.o_proj.weight.zero_()
         model.model.layers[1].mlp.down_proj.weight.zero_()
-    scores = collect_importance(model, _batches(128), width=False, progress=False).blocks
+    scores = collect_importance(model, random_batches(128), width=False, progress=False).blocks
     assert scores[1].item() == pytest.approx(0.0, abs=1e-6) and (scores[[0, 2]] > 1e-3).all()
     assert top_indices(scores, 2).tolist() == [0, 2]
 
@@ -69,7 +59,7 @@ def test_a_block_that_changes_nothing_is_the_least_important():
 def test_ffn_and_head_slicing_equal_masking_the_dropped_weights(family, tmp_path):
     model = tiny_lm(family, 128, layers=2)
     masked = tiny_lm(family, 128, layers=2)
-    batch = _batches(128, count=1)[0]
+    batch = random_batches(128, count=1)[0]
     importance = collect_importance(model, [batch], width=True, progress=False)
     apply_width(model, importance, {"ffn_size": 40, "num_heads": 2, "num_kv_heads": 1})
     check_rebuildable(model)
@@ -82,17 +72,17 @@ def test_ffn_and_head_slicing_equal_masking_the_dropped_weights(family, tmp_path
             keep = torch.zeros(4, dtype=torch.bool)
             keep[queries] = True
             layer.self_attn.o_proj.weight.reshape(32, 4, 8)[:, ~keep] = 0
-    assert torch.allclose(_logits(model, batch), _logits(masked, batch), atol=1e-5)
+    assert torch.allclose(logits_of(model, batch), logits_of(masked, batch), atol=1e-5)
     reloaded = _reloaded(model, tmp_path)
     assert reloaded.config.intermediate_size == 40 and reloaded.config.num_attention_heads == 2
     assert reloaded.config.num_key_value_heads == 1 and reloaded.config.head_dim == 8
-    assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
+    assert torch.equal(logits_of(reloaded, batch), logits_of(model, batch))
 
 
 @pytest.mark.parametrize("tied", [False, True])
 def test_hidden_channel_slicing_reloads_with_identical_logits(tied, tmp_path):
     model = tiny_lm("qwen2", 128, layers=2, tie_word_embeddings=tied)
-    batch = _batches(128, count=1)[0]
+    batch = random_batches(128, count=1)[0]
     importance = collect_importance(model, [batch], width=True, progress=False)
     apply_width(model, importance, {"hidden_size": 20, "ffn_size": 48})
     check_rebuildable(model)
@@ -100,7 +90,7 @@ def test_hidden_channel_slicing_reloads_with_identical_logits(tied, tmp_path):
     assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
     reloaded = _reloaded(model, tmp_path)
     assert reloaded.config.hidden_size == 20 and reloaded.config.head_dim == 8
-    assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
+    assert torch.equal(logits_of(reloaded, batch), logits_of(model, batch))
     assert torch.equal(reloaded.generate(**batch, max_new_tokens=4, do_sample=False),
                        model.generate(**batch, max_new_tokens=4, do_sample=False))  # fmt: skip
 
@@ -111,12 +101,12 @@ def test_depth_pruning_keeps_blocks_and_the_cache_works(family, tmp_path):
     original = tiny_lm(family, 128, layers=4)
     drop_blocks(model, [0, 2])
     check_rebuildable(model)
-    batch = _batches(128, count=1)[0]
+    batch = random_batches(128, count=1)[0]
     blocks = original.model.layers if family == "llama" else original.transformer.h
     assert torch.equal(model.state_dict()[next(k for k in model.state_dict() if ".1." in k)],
                        next(v for k, v in blocks[2].state_dict().items()))  # fmt: skip
     reloaded = _reloaded(model, tmp_path)
-    assert torch.equal(_logits(reloaded, batch), _logits(model, batch))
+    assert torch.equal(logits_of(reloaded, batch), logits_of(model, batch))
     # generate() runs with a KV cache indexed by layer number: the renumbered blocks must use slots 0 and 1.
     out = model.generate(**batch, max_new_tokens=5, do_sample=False)
     assert torch.equal(out, reloaded.generate(**batch, max_new_tokens=5, do_sample=False))
