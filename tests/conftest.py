@@ -186,3 +186,27 @@ def random_batches(vocab: int, count: int = 2, length: int = 12, batch: int = 2,
 def logits_of(model, batch) -> torch.Tensor:
     with torch.no_grad():
         return model(**batch).logits
+
+
+LM_ROW_LENGTHS = [5, 12, 7, 16, 3, 9, 14, 6]  # token rows of different lengths, so batches hold padding
+
+
+def lm_rows(lengths=LM_ROW_LENGTHS):
+    """A Dataset of random token rows (ids 1-96) of the given lengths, for causal-LM trainers on tiny models."""
+    from datasets import Dataset
+
+    generator = torch.Generator().manual_seed(0)
+    return Dataset.from_dict(
+        {"input_ids": [torch.randint(1, 97, (n,), generator=generator).tolist() for n in lengths]}
+    )
+
+
+def pad_lm_batch(rows) -> dict:
+    """Right-padding with -100 labels at the padding, as a causal-LM collator does."""
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
+        mask[i, : len(row["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}

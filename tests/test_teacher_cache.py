@@ -8,8 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_cli, snapshot, tiny_classifier, tiny_lm
-from datasets import Dataset
+from conftest import ROOT, lm_rows, pad_lm_batch, run_cli, snapshot, tiny_classifier, tiny_lm
 from safetensors.torch import load_file
 from test_distillation_trainer import dataset, make_args
 from transformers import DataCollatorWithPadding
@@ -22,27 +21,6 @@ from hfcompress.outputs import LOCK
 
 CLI_FLAGS = ["--task", "sst2", "--student-layers", "0,3", "--max-steps", "3", "--per-device-train-batch-size", "8",
              "--learning-rate", "1e-2", "--latency-runs", "0", "--seed", "0"]  # fmt: skip
-
-
-LENGTHS = [5, 12, 7, 16, 3, 9, 14, 6]  # token rows of different lengths, so batches hold padding
-
-
-def lm_rows():
-    generator = torch.Generator().manual_seed(0)
-    return Dataset.from_dict(
-        {"input_ids": [torch.randint(1, 97, (n,), generator=generator).tolist() for n in LENGTHS]}
-    )
-
-
-def pad(rows):
-    """Right-padding with -100 labels at the padding, as a causal-LM collator does."""
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
-        mask[i, : len(row["input_ids"])] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
 def forward_counter(model) -> list:
@@ -149,7 +127,7 @@ def lm_trainer(tmp_path, cache=None, top_k=64, chunk=0, **kwargs):
         temperature=2.0, teacher_cache=cache, teacher_cache_top_k=top_k, loss_chunk_tokens=chunk, **kwargs,
     )  # fmt: skip
     return DistillationTrainer(model=student, teacher=teacher, args=args, layer_map={0: 0, 1: 3},
-                               train_dataset=lm_rows(), data_collator=pad)  # fmt: skip
+                               train_dataset=lm_rows(), data_collator=pad_lm_batch)  # fmt: skip
 
 
 def lm_train(trainer) -> tuple[float, dict]:
@@ -172,7 +150,7 @@ def test_causal_lm_cache_with_the_whole_vocabulary_equals_the_live_teacher(tmp_p
     assert json.loads((cache / FINGERPRINT_FILE).read_text())["parts"]["outputs"] == "top-97 log-probs"
 
     # --loss-chunk-tokens: the same loss and gradients from cached log-probabilities, 5 tokens at a time.
-    batch = pad(list(lm_rows()))
+    batch = pad_lm_batch(list(lm_rows()))
     results = []
     for trainer in (
         lm_trainer(tmp_path / "live5", chunk=5),
@@ -192,7 +170,7 @@ def test_causal_lm_cache_keeps_top_k(tmp_path):
     trainer = lm_trainer(tmp_path, str(small), top_k=4)
     tensors = load_file(small / OUTPUTS_FILE)
     assert tensors["log_probs"].shape == (8, 16, 4) and tensors["ids"].shape == (8, 16, 4)
-    row = pad([lm_rows()[1]])
+    row = pad_lm_batch([lm_rows()[1]])
     with torch.no_grad():
         expected = torch.log_softmax(trainer.teacher(**row).logits[0], dim=-1).topk(4, dim=-1)
     torch.testing.assert_close(tensors["log_probs"][1, :12], expected.values)

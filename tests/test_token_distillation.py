@@ -2,33 +2,10 @@
 
 import pytest
 import torch
-from datasets import Dataset
 
 from hfcompress import DistillationArguments, DistillationTrainer, build_student_from_teacher
 from hfcompress.errors import UsageError
-from tests.conftest import tiny_lm
-
-LENGTHS = [5, 12, 7, 16, 3, 9, 14, 6]  # rows of different lengths: padding differs between micro-batches
-
-
-def _rows():
-    generator = torch.Generator().manual_seed(0)
-    return Dataset.from_dict(
-        {"input_ids": [torch.randint(1, 97, (n,), generator=generator).tolist() for n in LENGTHS]}
-    )
-
-
-def _pad(rows):
-    width = max(len(r["input_ids"]) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, row in enumerate(rows):
-        n = len(row["input_ids"])
-        ids[i, :n] = torch.tensor(row["input_ids"])
-        mask[i, :n] = 1
-        labels[i, :n] = ids[i, :n]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+from tests.conftest import lm_rows, pad_lm_batch, tiny_lm
 
 
 def _one_step(tmp_path, batch: int, accumulation: int, **losses):
@@ -41,7 +18,7 @@ def _one_step(tmp_path, batch: int, accumulation: int, **losses):
         use_cpu=True, **losses,
     )  # fmt: skip
     trainer = DistillationTrainer(model=student, teacher=teacher, args=args, layer_map={0: 0, 1: 3},
-                                  train_dataset=_rows(), data_collator=_pad)  # fmt: skip
+                                  train_dataset=lm_rows(), data_collator=pad_lm_batch)  # fmt: skip
     assert trainer.token_level
     out = trainer.train()
     return out.training_loss, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -79,7 +56,7 @@ def test_loss_averages_over_real_tokens_of_the_whole_batch(tmp_path):
     """The reported loss of the batch of 8 is the token-weighted mean cross-entropy, computed directly."""
     loss, _ = _one_step(tmp_path, 8, 1, distill_weight=0.0, hard_label_weight=1.0)
     student = build_student_from_teacher(tiny_lm("llama", vocab_size=97, seed=1), [0, 3])
-    batch = _pad(list(_rows()))
+    batch = pad_lm_batch(list(lm_rows()))
     with torch.no_grad():
         logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
