@@ -5,8 +5,8 @@ import torch
 
 from hfcompress import DistillationArguments, DistillationTrainer, build_student_from_teacher
 from hfcompress.errors import UsageError
-from tests.conftest import tiny_lm
-from tests.test_token_distillation import _one_step, _pad, _rows
+from tests.conftest import lm_rows, pad_lm_batch, tiny_lm
+from tests.test_token_distillation import _one_step
 
 
 def _loss_and_grads(tmp_path, family, chunk, **losses):
@@ -14,9 +14,9 @@ def _loss_and_grads(tmp_path, family, chunk, **losses):
     student = build_student_from_teacher(tiny_lm(family, vocab_size=97, seed=1), [0, 3])
     args = DistillationArguments(output_dir=str(tmp_path / f"c{chunk}"), report_to="none", use_cpu=True,
                                  loss_chunk_tokens=chunk, **losses)  # fmt: skip
-    trainer = DistillationTrainer(model=student, teacher=teacher, args=args, train_dataset=_rows(),
-                                  data_collator=_pad)  # fmt: skip
-    batch = _pad(list(_rows()))
+    trainer = DistillationTrainer(model=student, teacher=teacher, args=args, train_dataset=lm_rows(),
+                                  data_collator=pad_lm_batch)  # fmt: skip
+    batch = pad_lm_batch(list(lm_rows()))
     real = int((batch["labels"][:, 1:] != -100).sum())
     student.train()
     loss = trainer.compute_loss(student, batch, num_items_in_batch=torch.tensor(real))
