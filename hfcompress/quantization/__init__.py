@@ -6,6 +6,9 @@ from .configs import (
     BnbNf4Config,
     OnnxDynamicInt8Config,
     OnnxStaticInt8Config,
+    TorchaoInt4WeightConfig,
+    TorchaoInt8DynamicConfig,
+    TorchaoInt8WeightConfig,
     config_for_method,
 )
 from .quantize import quantize
@@ -18,6 +21,9 @@ __all__ = [
     "OnnxStaticInt8Config",
     "OrtSequenceClassifier",
     "QuantizeArguments",
+    "TorchaoInt4WeightConfig",
+    "TorchaoInt8DynamicConfig",
+    "TorchaoInt8WeightConfig",
     "config_for_method",
     "quantize",
     "run_quantize",

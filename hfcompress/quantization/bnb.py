@@ -81,7 +81,8 @@ def plan_modules(model_name: str, config: BnbConfig, trust_remote_code: bool = F
     elif config.backend == "torchao":  # torchao quantizes nn.Linear only; int4 needs whole groups of inputs
         group = config.group_size if config.method == "torchao-int4-weight" else 1
         unsupported = [n for n, m in linear.items() if type(m) is not torch.nn.Linear or _in_out(m)[0] % group]
-    skip = sorted(set(head) | set(config.skip_modules or []) | set(unsupported))
+    excluded = set(config.skip_modules or []) | set(getattr(config, "excluded_modules", []))
+    skip = sorted(set(head) | excluded | set(unsupported))
     quantized = [n for n in linear if _should_convert(n, skip)]
     return {"quantized": quantized, "kept": sorted(set(linear) - set(quantized)), "skip_patterns": skip,
             "unsupported_shape": sorted(set(unsupported) - set(head))}  # fmt: skip

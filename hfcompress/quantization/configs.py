@@ -13,7 +13,41 @@ FOUR_BIT_TYPES = ("nf4", "fp4")
 
 
 @dataclass
-class OnnxConfig:
+class PartialSettings:
+    """Which layers a method leaves in full precision: a regex on module names, and/or a sensitivity scan."""
+
+    exclude: str | None = field(
+        default=None,
+        metadata={"help": "Regex on module names (re.search) of layers to keep in full precision."},
+    )
+    max_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "Sensitivity scan: quantize one layer at a time, then the largest set of the least sensitive "
+            "layers whose metric drop stays within this: accuracy points (1.0 = one point) for classifiers, a "
+            "relative perplexity rise (0.02 = 2%%) for causal LMs."
+        },
+    )
+    scan_samples: int = field(default=256, metadata={"help": "Rows (causal LMs: text lines) the scan scores on."})
+    # Module names kept in full precision, resolved from `exclude` and the scan (not a user setting).
+    excluded_modules: list[str] = field(default_factory=list)
+
+    def _check_partial(self) -> None:
+        import re
+
+        if self.exclude is not None:
+            try:
+                re.compile(self.exclude)
+            except re.error as err:
+                raise UsageError(f"--exclude '{self.exclude}' is not a valid regular expression: {err}.") from None
+        if self.max_drop is not None and not (self.max_drop >= 0 and self.max_drop != float("inf")):
+            raise UsageError(f"--max-drop must be a finite number of 0 or more, got {self.max_drop}.")
+        if self.scan_samples < 1:
+            raise UsageError(f"--scan-samples must be at least 1, got {self.scan_samples}.")
+
+
+@dataclass
+class OnnxConfig(PartialSettings):
     """Export and graph settings shared by both ONNX Runtime methods."""
 
     optimize: bool = field(
@@ -33,6 +67,7 @@ class OnnxConfig:
     method: ClassVar[str] = ""
 
     def __post_init__(self):
+        self._check_partial()
         if not 14 <= self.opset <= 20:
             raise UsageError(f"opset must be between 14 and 20, got {self.opset}.")
         if not self.export_tolerance > 0:
@@ -75,7 +110,7 @@ class OnnxStaticInt8Config(OnnxConfig):
 
 
 @dataclass
-class BnbConfig:
+class BnbConfig(PartialSettings):
     """Settings shared by both bitsandbytes methods."""
 
     skip_modules: list[str] | None = field(
@@ -101,6 +136,7 @@ class BnbInt8Config(BnbConfig):
     method: ClassVar[str] = "bnb-int8"
 
     def __post_init__(self):
+        self._check_partial()
         if self.threshold < 0:
             raise UsageError(f"The int8 outlier threshold must be 0 or more, got {self.threshold}.")
 
@@ -118,6 +154,7 @@ class BnbNf4Config(BnbConfig):
     method: ClassVar[str] = "bnb-nf4"
 
     def __post_init__(self):
+        self._check_partial()
         if self.quant_type not in FOUR_BIT_TYPES:
             raise UsageError(f"Unknown 4-bit type '{self.quant_type}'; choose nf4 or fp4.")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -127,7 +164,7 @@ class BnbNf4Config(BnbConfig):
 
 
 @dataclass
-class TorchaoConfig:
+class TorchaoConfig(PartialSettings):
     """torchao weight quantization applied at load (`transformers.TorchAoConfig`), saved as safetensors."""
 
     skip_modules: list[str] | None = field(
@@ -140,6 +177,7 @@ class TorchaoConfig:
     method: ClassVar[str] = ""
 
     def __post_init__(self):
+        self._check_partial()
         if self.group_size not in (32, 64, 128, 256):
             raise UsageError(f"The int4 group size must be 32, 64, 128 or 256, got {self.group_size}.")
 

@@ -45,6 +45,8 @@ def quantize(
     check_texts=None,
     max_length: int = 128,
     trust_remote_code: bool = False,
+    task=None,
+    splits=None,
 ) -> dict:
     """Quantize a classifier (any method) or a causal LM (bitsandbytes, torchao) into `output_dir`; returns what
     was done and checked.
@@ -52,9 +54,21 @@ def quantize(
     `model_or_path` is a Hub id, alias, local folder or an in-memory `PreTrainedModel` (then pass its
     `tokenizer`). `calibration_texts` (rows of one or two strings from the task's train split) calibrate
     static int8; `check_texts` are the real inputs on which outputs are compared with PyTorch fp32.
+    `config.exclude` (a regex on module names) keeps layers in full precision; `config.max_drop` first scans
+    each layer's sensitivity on the `task`'s data (`splits`, as `Task.prepare` returns them) and keeps the
+    layers that would cost more than that budget (see `sensitivity.py`).
     """
     require_backend(config)
     with _as_folder(model_or_path, tokenizer, trust_remote_code) as (model_dir, tokenizer, name):
+        from .partial import resolve_exclusions
+
+        resolve_exclusions(str(model_dir), config, trust_remote_code)
+        scan = None
+        if config.max_drop is not None:
+            from .sensitivity import run_scan
+
+            scan = run_scan(model_dir, config, tokenizer, task, splits, max_length, calibration_texts,
+                            trust_remote_code)  # fmt: skip
         if isinstance(config, OnnxConfig):
             from .onnx_runtime import quantize_onnx
 
@@ -72,6 +86,8 @@ def quantize(
 
             info = quantize_bnb(model_dir, config, output_dir, tokenizer, check_texts, max_length, name,
                                 trust_remote_code)  # fmt: skip
+    if scan is not None:
+        info["sensitivity"] = scan
     return {"method": config.method, "backend": config.backend, "settings": config.to_dict(),
             "output_dir": str(output_dir), **info}  # fmt: skip
 

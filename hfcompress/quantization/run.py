@@ -38,6 +38,9 @@ _OPTION_METHODS = {
     "skip_modules": ("bnb-int8", "bnb-nf4", "torchao-int8-weight", "torchao-int8-dynamic", "torchao-int4-weight"),
     "group_size": ("torchao-int4-weight",),
 }
+_ALL = ("onnx-int8-dynamic", "onnx-int8-static", "bnb-int8", "bnb-nf4", "torchao-int8-weight",
+        "torchao-int8-dynamic", "torchao-int4-weight")  # fmt: skip
+_OPTION_METHODS.update(exclude=_ALL, max_drop=_ALL, scan_samples=_ALL)
 
 
 @dataclass
@@ -85,6 +88,25 @@ class QuantizeArguments:
     )
     group_size: int | None = field(
         default=None, metadata={"help": "torchao-int4-weight: inputs sharing one scale (default 32)."}
+    )
+    exclude: str | None = field(
+        default=None,
+        metadata={
+            "help": "Any method: regex on PyTorch module names (re.search) of layers to keep in full precision, "
+            "for example 'layer\\.(0|5)\\.' or 'output\\.dense'."
+        },
+    )
+    max_drop: float | None = field(
+        default=None,
+        metadata={
+            "help": "Any method, with --task: scan each layer's sensitivity, then quantize the largest set of the "
+            "least sensitive layers whose metric drop stays within this many accuracy points (classifiers) or "
+            "this relative perplexity rise (causal LMs: 0.02 = 2%%); the rest stay in full precision."
+        },
+    )
+    scan_samples: int | None = field(
+        default=None,
+        metadata={"help": "--max-drop: rows of the train split (else the dev split) the scan scores on (256)."},
     )
 
     def __post_init__(self):
@@ -191,10 +213,15 @@ def run_quantize(
             "onnx-int8-static calibrates on examples of a task's train split; pass --task and --data-dir "
             "(or --train-file), or use --method onnx-int8-dynamic, which needs no data."
         )
+    if config.max_drop is not None and task is None:
+        raise UsageError("--max-drop measures the task metric layer by layer; pass --task and its data.")
     model_name = check_model_available(model_args.model)
     if Path(model_name).is_dir() and Path(model_name).resolve() == output_dir.resolve():
         raise UsageError("--output-dir must be a new folder, not the folder of the model being quantized.")
     check_model(model_name, task, config, model_args.trust_remote_code)
+    from .partial import resolve_exclusions
+
+    resolve_exclusions(model_name, config, model_args.trust_remote_code)
     if isinstance(config, (BnbConfig, TorchaoConfig)):
         from .bnb import check_quantizable
 
@@ -202,7 +229,8 @@ def run_quantize(
     tokenizer = load_tokenizer(model_name, model_args.trust_remote_code)
     splits = None
     if task:
-        static = isinstance(config, OnnxStaticInt8Config)  # only static quantization calibrates on train data
+        # Static quantization calibrates on train data, and the sensitivity scan scores on it when there is one.
+        static = isinstance(config, OnnxStaticInt8Config) or config.max_drop is not None
         splits = task.prepare(
             load_data(task, need_train=False, train=static),
             tokenizer,
@@ -224,7 +252,9 @@ def run_quantize(
     output_dir = begin_output(final_dir, quant_args.overwrite_output_dir, resuming=False, resumable=False)
     logger.info("Quantizing %s with %s", model_name, config.method)
     info = quantize(model_name, config, output_dir, tokenizer, calibration, check, model_args.max_seq_length,
-                    model_args.trust_remote_code)  # fmt: skip
+                    model_args.trust_remote_code, task, splits)  # fmt: skip
+    if splits is not None and "train" in splits and not isinstance(config, OnnxStaticInt8Config):
+        del splits["train"]  # read for the scan only; evaluation and the card use the dev split
 
     source = measure_source(model_name, tokenizer, task, splits, model_args, latency_runs)
     result = measure_quantized(output_dir, config.backend, config.method, tokenizer, task, splits,
@@ -252,7 +282,11 @@ def run_quantize(
 
 def _step_details(info: dict) -> dict:
     keys = ("exporter", "fused_operators", "calibration_samples", "device", "kept_in_full_precision")
-    return {k: info[k] for k in keys if info.get(k)}
+    details = {k: info[k] for k in keys if info.get(k)}
+    if info.get("sensitivity"):
+        scan = info["sensitivity"]
+        details["sensitivity_scan"] = {k: scan[k] for k in ("max_drop", "drop_unit", "rows", "split", "drop", "kept")}
+    return details
 
 
 def measure_source(model_name, tokenizer, task, splits, model_args, latency_runs: int) -> dict:
@@ -403,5 +437,17 @@ def print_quantization_summary(report: dict) -> None:
             f"{checks['quantized_max_abs_diff']:.3f}, "
             f"same prediction on {checks['quantized_prediction_agreement']:.0%}."
         )
+    scan = quantization.get("sensitivity")
+    if scan:
+        worst = sorted(scan["layers"].items(), key=lambda item: -item[1])[:3]
+        console.print(
+            f"Sensitivity scan on {scan['rows']} {scan['split']} rows: {len(scan['quantized'])} of "
+            f"{len(scan['layers'])} layers quantized, drop {scan['drop']:.4g} {scan['drop_unit']} "
+            f"(budget {scan['max_drop']:g}); most sensitive alone: "
+            + ", ".join(f"{name} {drop:.3g}" for name, drop in worst)
+            + "."
+        )
+        if scan["kept"]:
+            console.print(f"Kept in full precision by the scan: {', '.join(scan['kept'])}.")
     if quantization.get("note"):
         console.print(quantization["note"])
