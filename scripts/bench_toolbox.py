@@ -1,0 +1,126 @@
+"""The rest of the toolbox (issue 15), compared on the WikiText-2 teacher of scripts/bench_causal_lm.py.
+
+The teacher: Llama-shaped, 6 blocks, hidden 256, FFN 688, 8.84 M parameters, 4.74 M of them in the blocks'
+Linear layers. Every run is one `hfcompress` command; perplexity is on the held-out 10% of valid.txt that every
+run measures, as a ratio to the teacher measured in the same command.
+
+- low rank against FFN pruning at the same parameter count: `factorize --parameter-ratio 0.5` (plain SVD and
+  activation-aware `--whiten`) against `prune --structure width --ffn-size 173` (the FFN width that removes the
+  same 2.37 M weights), each then distilled from the teacher for --recovery-steps;
+- importance measures: `prune --structure width --ffn-size 344` with `--importance magnitude|activation|taylor`,
+  perplexity before any recovery (the measure alone decides what is lost);
+- L1: gradual magnitude pruning to --sparsity while training on the text, with and without `--l1-weight`;
+- mixed precision: torchao int8-dynamic and int4-weight on every layer, against the same with `--max-drop`.
+
+    OMP_NUM_THREADS=2 python scripts/bench_toolbox.py --clm runs/bench-clm --out runs/bench-toolbox
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench_common import hfcompress
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plans(args) -> dict[str, list]:
+    recovery = ["--recovery-steps", args.recovery_steps, "--per_device_train_batch_size", "16", "--learning_rate",
+                args.recovery_lr, "--warmup_steps", "50", "--weight_decay", "0.01", "--report_to", "none", "--seed",
+                "42", "--divergence", "forward_kl", "--distill-weight", "0.5", "--hard-label-weight", "0.5",
+                "--temperature", "1.0"]  # fmt: skip
+    gradual = ["--sparsity", args.sparsity, "--max_steps", args.gmp_steps, "--per_device_train_batch_size", "16",
+               "--learning_rate", "3e-4", "--warmup_steps", "20", "--report_to", "none", "--seed", "42",
+               "--save_strategy", "no", "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
+    calibration = ["--calibration-samples", args.samples]
+    return {
+        "lowrank-svd": ["factorize", "--parameter-ratio", "0.5", *calibration, *recovery],
+        "lowrank-whiten": ["factorize", "--parameter-ratio", "0.5", "--whiten", *calibration, *recovery],
+        "ffn-equal": ["prune", "--structure", "width", "--ffn-size", args.equal_ffn_size, *calibration, *recovery],
+        **{f"importance-{kind}": ["prune", "--structure", "width", "--ffn-size", args.importance_ffn_size,
+                                  "--importance", kind, *calibration]
+           for kind in ("magnitude", "activation", "taylor")},  # fmt: skip
+        "gmp": ["prune", "--structure", "unstructured", *gradual],
+        "l1-gmp": ["prune", "--structure", "unstructured", "--l1-weight", args.l1_weight, *gradual],
+        "int8-all": ["quantize", "--method", "torchao-int8-dynamic"],
+        "int8-mixed": ["quantize", "--method", "torchao-int8-dynamic", "--max-drop", args.int8_max_drop,
+                       "--scan-samples", args.scan_samples],  # fmt: skip
+        "int4-all": ["quantize", "--method", "torchao-int4-weight"],
+        "int4-mixed": ["quantize", "--method", "torchao-int4-weight", "--max-drop", args.int4_max_drop,
+                       "--scan-samples", args.scan_samples],  # fmt: skip
+    }
+
+
+def summarize(name: str, report: dict) -> dict:
+    source, result = report["source"], report["result"]
+    entry = {"perplexity": result["metrics"]["perplexity"], "teacher_perplexity": source["metrics"]["perplexity"],
+             "parameters": result["parameters"], "teacher_parameters": source["parameters"],
+             "size_bytes": result.get("size_bytes"), "teacher_size_bytes": source.get("size_bytes"),
+             "memory_bytes": result.get("memory_bytes")}  # fmt: skip
+    entry["ppl_vs_teacher"] = round(entry["perplexity"] / entry["teacher_perplexity"], 4)
+    entry["parameters_vs_teacher"] = round(entry["parameters"] / entry["teacher_parameters"], 4)
+    settings = report["steps"][-1]["settings"]
+    before = settings.get("metrics_before_recovery")
+    if before:
+        entry["perplexity_before_recovery"] = before["perplexity"]
+    for key in ("sparsity", "linear_sparsity"):
+        if key in result:
+            entry[key] = result[key]
+    scan = result.get("quantization", {}).get("sensitivity")
+    if scan:
+        entry["scan"] = {k: scan[k] for k in ("drop", "max_drop", "kept", "rows", "split")}
+        entry["scan"]["most_sensitive"] = sorted(scan["layers"].items(), key=lambda kv: -kv[1])[:5]
+    for key in ("l1_weight", "importance", "measured_sparsity"):
+        if key in settings:
+            entry[key] = settings[key]
+    return entry
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clm", default="runs/bench-clm", help="Output folder of scripts/bench_causal_lm.py.")
+    parser.add_argument("--out", default="runs/bench-toolbox")
+    parser.add_argument("--only", default=None, help="Comma-separated run names (default: all).")
+    parser.add_argument("--samples", type=int, default=128, help="Calibration blocks.")
+    parser.add_argument("--block-size", type=int, default=128)
+    parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as bench_structured")
+    parser.add_argument("--recovery-lr", type=float, default=1e-3)
+    parser.add_argument("--equal-ffn-size", type=int, default=173, help="FFN width removing half the Linear weights")
+    parser.add_argument("--importance-ffn-size", type=int, default=344)
+    parser.add_argument("--sparsity", type=float, default=0.7)
+    parser.add_argument("--gmp-steps", type=int, default=300)
+    parser.add_argument("--l1-weight", type=float, default=5e-6)
+    parser.add_argument("--int8-max-drop", type=float, default=0.002)
+    parser.add_argument("--int4-max-drop", type=float, default=0.01)
+    parser.add_argument("--scan-samples", type=int, default=256)
+    args = parser.parse_args()
+    clm, out = Path(args.clm), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    teacher = clm / "teacher"
+    data = ["--task", "causal-lm", "--train-file", clm / "train.txt", "--validation-file", clm / "heldout.txt",
+            "--block-size", args.block_size, "--latency-runs", "0"]  # fmt: skip
+    runs = plans(args)
+    chosen = args.only.split(",") if args.only else list(runs)
+    unknown = sorted(set(chosen) - set(runs))
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
+    results_file = out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    for name in chosen:
+        folder = out / name
+        if not (folder / "compression.json").is_file():  # else finished in an earlier invocation
+            command, *options = runs[name]
+            hfcompress(command, teacher, *options, *data, "--overwrite_output_dir", "--output-dir", folder)
+        results[name] = summarize(name, json.loads((folder / "compression.json").read_text()))
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        entry = results[name]
+        print(f"{name:20s} ppl {entry['perplexity']:8.2f}  x teacher {entry['ppl_vs_teacher']:.3f}  "
+              f"parameters x {entry['parameters_vs_teacher']:.3f}", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
