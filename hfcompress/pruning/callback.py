@@ -18,6 +18,7 @@ from ..training import resume_folder
 from .ffn import apply_neuron_masks, check_ffn_target, find_feed_forwards, intermediate_size, neuron_masks
 from .heads import apply_group_masks, check_head_pruning, find_attentions, group_masks
 from .masks import check_two_four, prunable_modules, sparsity_of, two_four_masks, unstructured_masks
+from .neuron_importance import NeuronStats
 from .pruning_config import PruningConfig
 
 logger = logging.getLogger("hfcompress")
@@ -30,7 +31,9 @@ class GradualMagnitudePruningCallback(TrainerCallback):
     """Prunes the model on the schedule's steps and keeps pruned weights at exactly zero.
 
     Masks are recomputed from weight magnitudes at each update step (before that step's forward pass) and
-    re-applied after every optimizer step, so momentum and weight decay cannot revive a pruned weight.
+    re-applied after every optimizer step, so momentum and weight decay cannot revive a pruned weight. FFN
+    neurons can instead be scored by their activations on the training batches since the last update
+    (`importance="activation"` or `"taylor"`, see neuron_importance.py), summed over processes.
     Every process computes the same masks from the same (synchronised) weights; under FSDP2 each process first
     gathers the full weights (`sharding.full_weights`), so masks never depend on how weights are sharded, and
     writes its part of the result back to its shard. DeepSpeed ZeRO-3 and FSDP1 are refused. Checkpoints get the masks
@@ -53,6 +56,8 @@ class GradualMagnitudePruningCallback(TrainerCallback):
         self.unit_masks: list[torch.Tensor] = []
         self.current_sparsity = 0.0
         self.history: list[tuple[int, float]] = []  # (step, sparsity) at each mask update
+        self.neuron_stats: NeuronStats | None = None  # ffn with --importance activation or taylor
+        self._warned_no_stats = False
 
     # -- setup -------------------------------------------------------------------------------------
     def setup(self, model, max_steps: int) -> None:
@@ -65,6 +70,10 @@ class GradualMagnitudePruningCallback(TrainerCallback):
             self.ffns = find_feed_forwards(model)
             self.keep_units = check_ffn_target(model, self.config.sparsity, self.config.ffn_size)
             self.width = intermediate_size(model.config)[1]
+            if self.neuron_stats is not None:  # setup again (run_prune, then on_train_begin): fresh hooks
+                self.neuron_stats.detach()
+            if self.config.importance in ("activation", "taylor"):
+                self.neuron_stats = NeuronStats(model, self.ffns, taylor=self.config.importance == "taylor")
         elif self.config.structure == "heads":
             self.head_shape = check_head_pruning(model.config)
             self.attentions = find_attentions(model)
@@ -83,6 +92,8 @@ class GradualMagnitudePruningCallback(TrainerCallback):
         self.sharded = is_fsdp2_model(model)
         if self.config.structure == "ffn":
             self.ffns = find_feed_forwards(model)
+            if self.neuron_stats is not None and self.neuron_stats.attached:
+                self.neuron_stats.attach(model, self.ffns)
         elif self.config.structure == "heads":
             self.attentions = find_attentions(model)
         else:
@@ -123,7 +134,7 @@ class GradualMagnitudePruningCallback(TrainerCallback):
             removed = round(final_removed * sparsity / self.config.sparsity) if self.config.sparsity else 0
             removed = min(removed, final_removed)
             if self.config.structure == "ffn":
-                self.unit_masks = neuron_masks(self.ffns, removed)
+                self.unit_masks = neuron_masks(self.ffns, removed, self._neuron_scores(removed))
             else:
                 self.unit_masks = group_masks(self.attentions, removed, *self.head_shape)
             self.current_sparsity = removed / self.width
@@ -133,6 +144,20 @@ class GradualMagnitudePruningCallback(TrainerCallback):
             self.current_sparsity = sparsity_of(self.masks)
         self.history.append((step, self.current_sparsity))
         self._apply_masks()
+
+    def _neuron_scores(self, removed: int) -> list[torch.Tensor] | None:
+        """Data-driven scores gathered since the last update (then cleared); None means magnitude."""
+        if self.neuron_stats is None:
+            return None
+        scores = self.neuron_stats.scores()  # every process calls it: it all-reduces under torch.distributed
+        self.neuron_stats.reset()
+        if scores is None and removed > 0 and not self._warned_no_stats:
+            self._warned_no_stats = True
+            logger.warning(
+                "No training batch has run since the last mask update, so FFN neurons are scored by weight "
+                "magnitude this time instead of by %s.", self.config.importance,
+            )  # fmt: skip
+        return scores
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -184,6 +209,8 @@ class GradualMagnitudePruningCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.apply_masks()
+        if self.neuron_stats is not None:  # no more mask updates: stop recording
+            self.neuron_stats.detach()
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -73,14 +73,19 @@ def neuron_scores(ffn: FeedForward) -> torch.Tensor:
     return score
 
 
-def neuron_masks(ffns: list[FeedForward], removed: int) -> list[torch.Tensor]:
-    """Per layer, a keep-mask over neurons that drops the `removed` least important (same count everywhere)."""
+def neuron_masks(
+    ffns: list[FeedForward], removed: int, scores: list[torch.Tensor] | None = None
+) -> list[torch.Tensor]:
+    """Per layer, a keep-mask over neurons that drops the `removed` least important (same count everywhere).
+
+    Importance is `scores` (one tensor per layer, e.g. from activations) or, without them, weight magnitude.
+    """
     masks = []
-    for ffn in ffns:
-        scores = neuron_scores(ffn)
-        keep = torch.ones_like(scores, dtype=torch.bool)
+    for index, ffn in enumerate(ffns):
+        layer_scores = scores[index].to(oriented_weight(ffn.down).device) if scores is not None else neuron_scores(ffn)
+        keep = torch.ones_like(layer_scores, dtype=torch.bool)
         if removed > 0:
-            keep[scores.argsort()[:removed]] = False
+            keep[layer_scores.argsort()[:removed]] = False
         masks.append(keep)
     return masks
 

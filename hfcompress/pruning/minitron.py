@@ -12,7 +12,9 @@ import time
 
 from ..architecture import count_parameters, find_layer_list, hidden_size, num_layers
 from ..errors import UsageError
+from .ffn import find_feed_forwards, neuron_scores
 from .importance import choose_heads, collect_importance, top_indices
+from .neuron_importance import taylor_scores
 from .oneshot import calibration_settings, finish_calibrated, prepare_calibration, recover_and_save
 from .surgery import check_rebuildable, check_width_family, drop_blocks, slice_heads, slice_hidden, slice_neurons
 
@@ -93,6 +95,11 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
     def check(model):
         if pruning.structure == "width":
             targets.update(width_targets(model.config, pruning))
+            if pruning.importance == "taylor" and not type(model).__name__.endswith("ForCausalLM"):
+                raise UsageError(
+                    f"--importance taylor needs a causal LM's loss on the calibration text, not a "
+                    f"{type(model).__name__}; use --importance activation or magnitude."
+                )
         else:
             targets["num_layers"] = depth_target(model.config, pruning)
             find_layer_list(model)
@@ -103,6 +110,10 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
               "num_layers": num_layers(model.config)}  # fmt: skip
     started = time.perf_counter()
     importance = collect_importance(model, p.batches, width=pruning.structure == "width")
+    if "ffn_size" in targets and pruning.importance == "magnitude":
+        importance.neurons = [neuron_scores(ffn) for ffn in find_feed_forwards(model)]
+    elif "ffn_size" in targets and pruning.importance == "taylor":
+        importance.neurons = taylor_scores(model, p.batches)  # heads and hidden channels stay activation-based
     if pruning.structure == "width":
         apply_width(model, importance, targets)
         removed = None
@@ -114,7 +125,9 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
     seconds = time.perf_counter() - started
     model, before_recovery = recover_and_save(p, model, model_args, args, pruning.recovery_steps)
 
-    settings = {"structure": pruning.structure, "targets": targets, "importance": "activation (Minitron)",
+    # width: how FFN neurons were scored (heads and hidden channels: always activation, Minitron)
+    kind = pruning.importance if pruning.structure == "width" else "activation (Minitron)"
+    settings = {"structure": pruning.structure, "targets": targets, "importance": kind,
                 "seed": args.seed, **calibration_settings(p, seconds), "before": before,
                 "block_importance": [round(x, 6) for x in importance.blocks.tolist()]}  # fmt: skip
     if removed is not None:

@@ -14,6 +14,7 @@ METHODS = ("gradual", "magnitude", "wanda", "sparsegpt")
 ONESHOT_STRUCTURES = ("unstructured", "2:4", "4:8")  # any n:m is accepted for one-shot methods
 STRUCTURED = ("width", "depth")  # Minitron-style: one shot from activation importance, then optional recovery
 VOCAB_SOURCES = ("train", "train+validation")  # --structure vocab: the texts whose tokens are kept
+IMPORTANCES = ("magnitude", "activation", "taylor")  # FFN neuron scores: --structure ffn (gradual) and width
 
 
 @dataclass
@@ -83,6 +84,16 @@ class PruningConfig:
         default=None, metadata={"help": "structure width: hidden (embedding) channels to keep."}
     )
     num_layers: int | None = field(default=None, metadata={"help": "structure depth: blocks to keep."})
+    importance: str | None = field(
+        default=None,
+        metadata={
+            "help": "structure ffn or width: how FFN neurons are scored. magnitude: norms of each neuron's weights; "
+            "activation: the size of its activation on data (ffn: mean |a| over the training tokens since the "
+            "last mask update; width: L2 norm over the calibration tokens, as Minitron); taylor: |activation x "
+            "gradient| of the loss, summed over each batch's tokens (Molchanov et al.). Default: magnitude for "
+            "ffn, activation for width. Attention heads and hidden channels keep their own scoring."
+        },
+    )
     vocab_source: str = field(
         default="train",
         metadata={
@@ -126,6 +137,7 @@ class PruningConfig:
                 raise UsageError(f"--modules '{self.modules}' is not a valid regular expression: {err}.") from None
         if self.method not in METHODS:
             raise UsageError(f"Unknown pruning method '{self.method}'; choose one of: {', '.join(METHODS)}.")
+        self._check_importance()
         if self.structure == "vocab":
             self._check_vocab()
             return
@@ -176,6 +188,21 @@ class PruningConfig:
             raise UsageError(f"--update-frequency must be at least 1, got {self.update_frequency}.")
         if self.end_step is not None and self.end_step <= self.start_step:
             raise UsageError(f"--end-step {self.end_step} must come after --start-step {self.start_step}.")
+
+    def _check_importance(self) -> None:
+        if self.importance is None:
+            self.importance = {"ffn": "magnitude", "width": "activation"}.get(self.structure)
+            return
+        if self.importance not in IMPORTANCES:
+            raise UsageError(f"Unknown importance '{self.importance}'; choose one of: {', '.join(IMPORTANCES)}.")
+        if self.structure not in ("ffn", "width"):
+            raise UsageError(
+                f"--importance applies to FFN neurons (--structure ffn or width), not to --structure {self.structure}."
+            )
+        if self.structure == "width" and self.ffn_size is None and self.importance != "activation":
+            raise UsageError(
+                f"--importance {self.importance} scores FFN neurons, so with --structure width it needs --ffn-size."
+            )
 
     def _no_targets(self, what: str) -> None:
         for name in ("num_heads", "num_kv_heads", "hidden_size", "num_layers"):
