@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -161,6 +162,16 @@ class FinetuneArguments(TrainingArguments):
             "weights, and stop after this many epochs without improvement (0: off)."
         },
     )
+    l1_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "L1 sparsity regularization: add this weight times sum |w| over the prunable weights (the "
+            "Linear layers inside the transformer blocks, or those gradual pruning's --modules picks; not "
+            "embeddings, norms, biases or the classifier) to the training loss, so magnitude pruning later finds "
+            "more weights near zero. Logged as l1_penalty (the unweighted sum, which covers millions of weights in "
+            "a base-size model: keep the weight small). 0: off."
+        },
+    )
 
     def __post_init__(self):
         if self.output_dir is None:
@@ -169,6 +180,8 @@ class FinetuneArguments(TrainingArguments):
             raise UsageError(f"--early-stopping-patience must be 0 or more, got {self.early_stopping_patience}.")
         if self.learning_rate < 0:
             raise UsageError(f"--learning_rate must be 0 or more, got {self.learning_rate}.")
+        if not (math.isfinite(self.l1_weight) and self.l1_weight >= 0):
+            raise UsageError(f"--l1-weight must be a finite number, 0 (off) or more, got {self.l1_weight}.")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name} must be at least 1, got {getattr(self, name)}.")

@@ -77,6 +77,7 @@ def finetune_report(task, command: str, base: str, result: dict, args, latency_r
             "learning_rate": args.learning_rate,
             "epochs": args.num_train_epochs,
             "seed": args.seed,
+            "l1_weight": getattr(args, "l1_weight", 0.0),
             **({"early_stopping": args.early_stopping_result} if getattr(args, "early_stopping_result", None) else {}),
             **(getattr(args, "training_result", None) or {}),
         },  # fmt: skip

@@ -111,12 +111,12 @@ def prepare_pair(main: str, other: str | None, task, model_args):
 
 
 def train_model(model, tokenizer, splits, task, args, max_length: int):
-    """Fine-tune `model` on the task's train split with a plain `transformers.Trainer`."""
-    from transformers import Trainer
+    """Fine-tune `model` on the task's train split with a `transformers.Trainer` (plus `--l1-weight`'s penalty)."""
+    from .regularization import L1Trainer
 
     task = as_task(task)
     stopper = early_stopping(task, tokenizer, splits, max_length, args)
-    trainer = Trainer(
+    trainer = L1Trainer(
         model=model,
         args=args,
         train_dataset=task.train_dataset(splits, tokenizer, max_length),

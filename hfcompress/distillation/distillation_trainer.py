@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from ..architecture import hidden_size, num_layers
 from ..errors import UsageError
+from ..regularization import L1Regularization
 from ..sharding import fsdp_version, prepare_teacher
 from . import losses
 from .distillation_config import DistillationArguments, parse_layer_map
@@ -31,11 +32,12 @@ def _forward_keys(model: nn.Module) -> set[str] | None:
     return set(params)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(L1Regularization, Trainer):
     """Distil `teacher` into `model` (the student) with the losses weighted in `DistillationArguments`.
 
     The teacher is frozen, kept in eval mode, run under no_grad, placed on the student's device by the
     Trainer's accelerator, and is not a submodule of the student, so it never enters a checkpoint.
+    `args.l1_weight` adds an L1 penalty on the student's prunable weights to the training loss (regularization.py).
 
     With a `teacher_cache` (or `args.teacher_cache`, opened here from the train dataset and collator), training
     batches take the teacher's outputs from the cache and the teacher never runs on them; `teacher` may then be
@@ -177,6 +179,7 @@ class DistillationTrainer(Trainer):
             "cosine": args.cosine_weight,
         }
         loss = sum(weights[name] * value for name, value in parts.items() if weights[name] > 0)
+        loss = self.add_l1_penalty(loss, model, num_items_in_batch)
         if model.training:
             for name, value in parts.items():
                 self._loss_sums[name] += value.detach().item()

@@ -40,6 +40,7 @@ LOSS_SETTINGS = (
     "hidden_weight",
     "attention_weight",
     "cosine_weight",
+    "l1_weight",
     "learning_rate",
     "num_train_epochs",
     "per_device_train_batch_size",
@@ -152,7 +153,7 @@ def run_distill(
         from ..cards import write_model_card
 
         fine_tuned = {**source, "label": "fine-tuned"}
-        teacher_report = finetune_report(task, command, teacher_name, fine_tuned, args, runs)
+        teacher_report = finetune_report(task, command, teacher_name, fine_tuned, teacher_args, runs)
         write_report(teacher_report, teacher_dir)
         write_model_card(teacher_dir, source_dir=teacher_name if Path(teacher_name).is_dir() else None)
         steps.append({**teacher_report["steps"][-1], "output": str(teacher_dir)})
@@ -193,4 +194,5 @@ def _teacher_args(args: DistillationArguments, teacher_dir: Path):
     teacher_args.output_dir = str(teacher_dir)
     teacher_args.push_to_hub = False
     teacher_args.resume_from_checkpoint = None  # the student's checkpoint is not the teacher's
+    teacher_args.l1_weight = 0.0  # --l1-weight makes the student prunable; the teacher only has to be good
     return teacher_args

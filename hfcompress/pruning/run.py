@@ -29,6 +29,8 @@ from .callback import GradualMagnitudePruningCallback
 from .pruning_config import PruningConfig
 from .report import DENSE_NOTE, compressed_size, make_permanent, sparsity_report
 
+NO_TRAINING = ("vocab", "width", "depth")  # structures pruned before any training (recovery aside)
+
 
 @dataclass
 class TeacherArguments:
@@ -57,6 +59,10 @@ def run_prune(
     command: str = "",
 ):
     """Prune `model_args.model` gradually while training on the task (with or without a teacher), or in one shot."""
+    if getattr(args, "l1_weight", 0.0) and (pruning.method != "gradual" or pruning.structure in NO_TRAINING):
+        raise UsageError("--l1-weight works with gradual pruning, which prunes while training; one-shot, width, "
+                         "depth and vocab pruning cut before any training (--recovery-steps only heals the cut "
+                         "model), so run hfcompress finetune --l1-weight first and prune its output.")  # fmt: skip
     if pruning.structure == "vocab":
         from .vocab import run_vocab
 
@@ -95,14 +101,15 @@ def run_prune(
     source_dir = model_name if Path(model_name).is_dir() else None
     source = measure(model, tokenizer, task, splits, "original", model_name, source_dir, runs,
                      model_args.max_seq_length)  # fmt: skip
-    from transformers import Trainer
+    from ..regularization import L1Trainer
 
+    # --l1-weight: the penalty covers the weights this run prunes (unstructured / 2:4), else every block Linear.
     common = dict(args=trainer_args, train_dataset=train, processing_class=tokenizer, callbacks=[callback],
-                  data_collator=task.collator(tokenizer))  # fmt: skip
+                  data_collator=task.collator(tokenizer), l1_modules=callback.modules or None)  # fmt: skip
     if teacher is not None:
         trainer = DistillationTrainer(model=model, teacher=teacher, **common)
     else:
-        trainer = Trainer(model=model, **common)
+        trainer = L1Trainer(model=model, **common)
     from ..training import is_main_process, run_training
 
     trained = run_training(trainer, trainer_args)
@@ -129,7 +136,8 @@ def run_prune(
         source["compressed_size_bytes"] = compressed_size(Path(source_dir) / "model.safetensors")
     settings = pruning.to_dict()
     settings.update(end_step=callback.end_step, teacher=teacher_name, learning_rate=args.learning_rate,
-                    max_steps=trainer.state.max_steps, schedule_history=callback.history, **trained)  # fmt: skip
+                    l1_weight=args.l1_weight, max_steps=trainer.state.max_steps, schedule_history=callback.history,
+                    **trained)  # fmt: skip
     if teacher_name:
         settings.update(temperature=args.temperature, distill_weight=args.distill_weight,
                         hard_label_weight=args.hard_label_weight)  # fmt: skip
