@@ -36,21 +36,21 @@ def plans(args) -> dict[str, list]:
                "--learning_rate", "3e-4", "--warmup_steps", "20", "--report_to", "none", "--seed", "42",
                "--save_strategy", "no", "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
     calibration = ["--calibration-samples", args.samples]
+    width = ["prune", "--structure", "width", "--ffn-size", args.importance_ffn_size, *calibration]
+    scan = ["--scan-samples", args.scan_samples]
     return {
         "lowrank-svd": ["factorize", "--parameter-ratio", "0.5", *calibration, *recovery],
         "lowrank-whiten": ["factorize", "--parameter-ratio", "0.5", "--whiten", *calibration, *recovery],
         "ffn-equal": ["prune", "--structure", "width", "--ffn-size", args.equal_ffn_size, *calibration, *recovery],
-        **{f"importance-{kind}": ["prune", "--structure", "width", "--ffn-size", args.importance_ffn_size,
-                                  "--importance", kind, *calibration]
-           for kind in ("magnitude", "activation", "taylor")},  # fmt: skip
+        "importance-magnitude": [*width, "--importance", "magnitude"],
+        "importance-activation": [*width, "--importance", "activation"],
+        "importance-taylor": [*width, "--importance", "taylor"],
         "gmp": ["prune", "--structure", "unstructured", *gradual],
         "l1-gmp": ["prune", "--structure", "unstructured", "--l1-weight", args.l1_weight, *gradual],
         "int8-all": ["quantize", "--method", "torchao-int8-dynamic"],
-        "int8-mixed": ["quantize", "--method", "torchao-int8-dynamic", "--max-drop", args.int8_max_drop,
-                       "--scan-samples", args.scan_samples],  # fmt: skip
+        "int8-mixed": ["quantize", "--method", "torchao-int8-dynamic", "--max-drop", args.int8_max_drop, *scan],
         "int4-all": ["quantize", "--method", "torchao-int4-weight"],
-        "int4-mixed": ["quantize", "--method", "torchao-int4-weight", "--max-drop", args.int4_max_drop,
-                       "--scan-samples", args.scan_samples],  # fmt: skip
+        "int4-mixed": ["quantize", "--method", "torchao-int4-weight", "--max-drop", args.int4_max_drop, *scan],
     }
 
 

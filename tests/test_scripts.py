@@ -343,3 +343,26 @@ def test_bench_quantize_lm(clm, in_process, monkeypatch, tmp_path):
         assert entry["blocks_smaller_than_fp32"] > 1.5 and entry["block_bytes"] < fp32["block_bytes"]
         assert entry["smaller_than_fp32"] == pytest.approx(fp32["size_bytes"] / entry["size_bytes"], abs=1e-3)
     assert not (out / "latency.json").exists() and all("latency" not in entry for entry in results.values())
+
+
+def test_bench_toolbox(clm, in_process, monkeypatch, tmp_path):
+    """Issue 15's comparisons with tiny settings: low rank with recovery, taylor importance, L1 + GMP, mixed int8."""
+    out = tmp_path / "bench-toolbox"
+    run_script(monkeypatch, "bench_toolbox.py", "--clm", clm, "--out", out, "--only",
+               "lowrank-svd,importance-taylor,l1-gmp,int8-mixed", "--samples", "4", "--block-size", "32",
+               "--recovery-steps", "2", "--importance-ffn-size", "32", "--gmp-steps", "4", "--sparsity", "0.5",
+               "--scan-samples", "8", "--int8-max-drop", "0.5")  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["lowrank-svd", "importance-taylor", "l1-gmp", "int8-mixed"]
+    teacher = json.loads((clm / "teacher" / "config.json").read_text())
+    for entry in results.values():
+        assert entry["perplexity"] > 1 and entry["teacher_perplexity"] > 1
+        assert entry["ppl_vs_teacher"] == pytest.approx(entry["perplexity"] / entry["teacher_perplexity"], 1e-3)
+    assert results["lowrank-svd"]["parameters_vs_teacher"] < 1 and results["lowrank-svd"]["perplexity_before_recovery"]
+    assert results["importance-taylor"]["importance"] == "taylor"
+    assert json.loads((out / "importance-taylor" / "config.json").read_text())["intermediate_size"] == 32
+    assert teacher["intermediate_size"] == 64
+    assert results["l1-gmp"]["l1_weight"] == 5e-6
+    scan = results["int8-mixed"]["scan"]
+    assert scan["max_drop"] == 0.5 and scan["rows"] == 8 and scan["split"] == "train" and scan["drop"] <= 0.5
+    assert len(scan["most_sensitive"]) == 5
