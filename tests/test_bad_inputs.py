@@ -213,6 +213,15 @@ def test_shipped_code_notices(tmp_path, tiny_teacher_dir, caplog):
         (["prune", "--start-step", "6", "--end-step", "3"], "--end-step 3 must come after --start-step 6"),
         (["prune", "--sparsity", "0.5", "--initial-sparsity", "0.7"], "--initial-sparsity must be between 0 and"),
         (["prune", "--update-frequency", "0"], "--update-frequency must be at least 1"),
+        # Flags of one way of pruning given to another would be ignored; they are refused instead.
+        (["prune", "--method", "wanda", "--schedule", "linear"],
+         "--schedule sets gradual pruning's schedule; --method wanda prunes in one shot, so leave it out."),
+        (["prune", "--structure", "vocab", "--update-frequency", "5"],
+         "--update-frequency sets gradual pruning's schedule; --structure vocab prunes in one shot"),
+        (["prune", "--structure", "depth", "--num-layers", "2", "--end-step", "4"],
+         "--end-step sets gradual pruning's schedule; --structure depth prunes in one shot"),
+        (["prune", "--sparsity", "0.5", "--calibration-samples", "8"],
+         "--calibration-samples applies to one-shot pruning (--method magnitude, wanda, sparsegpt, or --structure"),
     ],
 )  # fmt: skip
 def test_messages_name_the_flags(argv, message, tmp_path, tiny_teacher_dir, tiny_glue_dir, capsys):

@@ -137,7 +137,8 @@ def test_bad_one_shot_settings_fail_fast(tmp_path, tiny_lm_dirs, text_files, ext
     from hfcompress.cli.main import main
 
     out = tmp_path / "out"
-    samples = [] if "--calibration-samples" in extra else ["--calibration-samples", "2"]
+    one_shot = "--method" in extra and "--calibration-samples" not in extra  # gradual pruning refuses the flag
+    samples = ["--calibration-samples", "2"] if one_shot else []
     args = ["prune", tiny_lm_dirs["llama"], *extra, *samples, *_data(text_files), "--output-dir", out]
     code = main([str(a) for a in args])
     err = capsys.readouterr().err

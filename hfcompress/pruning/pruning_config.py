@@ -150,6 +150,7 @@ class PruningConfig:
             self._check_oneshot()
             return
         self._no_targets("gradual pruning")
+        self._no_calibration()
         if self.sparsity is None:
             self.sparsity = 0.5 if self.structure == "2:4" else 0.9
         if not 0.0 <= self.sparsity < 1.0:
@@ -204,6 +205,28 @@ class PruningConfig:
                 f"--importance {self.importance} scores FFN neurons, so with --structure width it needs --ffn-size."
             )
 
+    def _no_schedule(self, what: str) -> None:
+        """Refuse the gradual schedule's flags where nothing is pruned on a schedule (they would be ignored)."""
+        defaults = {"initial_sparsity": 0.0, "start_step": 0, "end_step": None, "update_frequency": 10,
+                    "schedule": "cubic", "scope": "global"}  # fmt: skip
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{flag} sets gradual pruning's schedule; {what} prunes in one shot, so leave it out."
+                )
+
+    def _no_calibration(self) -> None:
+        """Refuse the one-shot methods' flags on gradual pruning, which has no calibration pass to use them."""
+        defaults = {"calibration_samples": 128, "dampening": 0.01, "sparsegpt_block_size": 128}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                flag = "--" + name.replace("_", "-")
+                raise UsageError(
+                    f"{flag} applies to one-shot pruning (--method magnitude, wanda, sparsegpt, or --structure width "
+                    "or depth), not to gradual pruning."
+                )
+
     def _no_targets(self, what: str) -> None:
         for name in ("num_heads", "num_kv_heads", "hidden_size", "num_layers"):
             if getattr(self, name) is not None:
@@ -218,6 +241,7 @@ class PruningConfig:
             )
         if self.sparsity is not None:
             raise UsageError(f"--structure {self.structure} takes target sizes, not --sparsity.")
+        self._no_schedule(f"--structure {self.structure}")
         width = (self.ffn_size, self.num_heads, self.num_kv_heads, self.hidden_size)
         if self.structure == "width":
             if self.num_layers is not None:
@@ -250,6 +274,7 @@ class PruningConfig:
                 "--structure vocab keeps the tokens the task's texts use; it takes no --sparsity or --ffn-size."
             )
         self._no_targets("--structure vocab")
+        self._no_schedule("--structure vocab")
         if self.recovery_steps:
             raise UsageError(
                 "--structure vocab keeps the model's outputs on the task's texts; leave out --recovery-steps."
@@ -294,6 +319,7 @@ class PruningConfig:
         if self.ffn_size is not None:
             raise UsageError("--ffn-size only applies to --structure ffn with gradual pruning.")
         self._no_targets(f"--method {self.method}")
+        self._no_schedule(f"--method {self.method}")
 
     def resolve_end_step(self, max_steps: int) -> int:
         """The end step for a run of `max_steps` optimizer steps, checked against that run."""
