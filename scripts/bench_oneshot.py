@@ -12,12 +12,11 @@ as a ratio to the teacher's in the same run (or on --test-file); the peak RSS of
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from bench_common import hfcompress
+from bench_common import clm_data, clm_parser, hfcompress
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
@@ -35,12 +34,7 @@ def runs(recovery_steps: int) -> dict[str, list[str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clm", default="runs/bench-clm", help="Output folder of scripts/bench_causal_lm.py.")
-    parser.add_argument("--out", default="runs/bench-oneshot")
-    parser.add_argument("--only", default=None, help="Comma-separated run names (default: all).")
-    parser.add_argument("--samples", type=int, default=128)
-    parser.add_argument("--block-size", type=int, default=128)
+    parser = clm_parser(__doc__, "runs/bench-oneshot")
     parser.add_argument("--recovery-steps", type=int, default=200)
     parser.add_argument("--recovery-lr", type=float, default=1e-4)
     parser.add_argument("--test-file", default=None,
@@ -50,8 +44,7 @@ def main() -> int:
     clm, out = Path(args.clm), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = clm / "teacher"
-    data = ["--task", "causal-lm", "--train-file", clm / "train.txt", "--validation-file", clm / "heldout.txt",
-            "--block-size", args.block_size, "--latency-runs", "0"]  # fmt: skip
+    data = clm_data(clm, args.block_size)
     recovery = ["--per_device_train_batch_size", "16", "--learning_rate", args.recovery_lr, "--warmup_steps", "20",
                 "--report_to", "none", "--seed", "42"]  # fmt: skip
     plans = runs(args.recovery_steps)

@@ -15,12 +15,11 @@ every model interleaved in one process (scripts/bench_lm_latency.py), so run it 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from bench_common import add_latency, hfcompress
+from bench_common import add_latency, clm_data, clm_parser, hfcompress
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "wikitext-2"
@@ -33,12 +32,7 @@ PLANS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clm", default="runs/bench-clm", help="Output folder of scripts/bench_causal_lm.py.")
-    parser.add_argument("--out", default="runs/bench-structured")
-    parser.add_argument("--only", default=None, help="Comma-separated run names (default: all).")
-    parser.add_argument("--samples", type=int, default=128)
-    parser.add_argument("--block-size", type=int, default=128)
+    parser = clm_parser(__doc__, "runs/bench-structured")
     parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as the distilled students")
     parser.add_argument("--recovery-lr", type=float, default=1e-3)
     parser.add_argument("--latency-rounds", type=int, default=5, help="0 skips the latency measurement")
@@ -51,8 +45,7 @@ def main() -> int:
     clm, out = Path(args.clm), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = clm / "teacher"
-    data = ["--task", "causal-lm", "--train-file", clm / "train.txt", "--validation-file", clm / "heldout.txt",
-            "--block-size", args.block_size, "--latency-runs", "0"]  # fmt: skip
+    data = clm_data(clm, args.block_size)
     recovery = ["--recovery-steps", args.recovery_steps, "--per_device_train_batch_size", "16", "--learning_rate",
                 args.recovery_lr, "--warmup_steps", "50", "--weight_decay", "0.01", "--report_to", "none",
                 "--seed", "42", "--divergence", "forward_kl", "--distill-weight", "0.5",

@@ -17,12 +17,11 @@ run measures, as a ratio to the teacher measured in the same command.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from bench_common import hfcompress
+from bench_common import clm_data, clm_parser, hfcompress
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,12 +79,7 @@ def summarize(name: str, report: dict) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clm", default="runs/bench-clm", help="Output folder of scripts/bench_causal_lm.py.")
-    parser.add_argument("--out", default="runs/bench-toolbox")
-    parser.add_argument("--only", default=None, help="Comma-separated run names (default: all).")
-    parser.add_argument("--samples", type=int, default=128, help="Calibration blocks.")
-    parser.add_argument("--block-size", type=int, default=128)
+    parser = clm_parser(__doc__, "runs/bench-toolbox")
     parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as bench_structured")
     parser.add_argument("--recovery-lr", type=float, default=1e-3)
     parser.add_argument("--equal-ffn-size", type=int, default=173, help="FFN width removing half the Linear weights")
@@ -100,8 +94,7 @@ def main() -> int:
     clm, out = Path(args.clm), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = clm / "teacher"
-    data = ["--task", "causal-lm", "--train-file", clm / "train.txt", "--validation-file", clm / "heldout.txt",
-            "--block-size", args.block_size, "--latency-runs", "0"]  # fmt: skip
+    data = clm_data(clm, args.block_size)
     runs = plans(args)
     chosen = args.only.split(",") if args.only else list(runs)
     unknown = sorted(set(chosen) - set(runs))
