@@ -137,3 +137,19 @@ def test_another_busy_process_is_seen():
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_models_that_do_not_fit_in_memory_are_refused():
+    from hfcompress.benchmark.run import available_memory_bytes, check_memory
+    from hfcompress.errors import UsageError
+
+    sizes = {"out/a": 6_000_000_000, "out/b": 2_000_000_000}
+    check_memory(sizes, 9_000_000_000)  # fits
+    check_memory(sizes, None)  # memory unknown: nothing to say
+    with pytest.raises(UsageError) as err:
+        check_memory(sizes, 7_000_000_000)
+    assert str(err.value) == (
+        "The 2 models' weights take 8.0 GB on disk, more than the 7.0 GB of free memory, and the benchmark keeps "
+        "every model loaded to interleave them; benchmark fewer at a time (the largest is out/a, 6.0 GB)."
+    )
+    assert 0 < available_memory_bytes() < 10**13  # this machine's /proc/meminfo is read

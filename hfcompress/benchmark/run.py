@@ -41,7 +41,33 @@ def check_models(names: list[str], task, trust_remote_code: bool = False) -> lis
         if not (Path(path).is_dir() and quantized_backend(path)):
             task.check_trained(config, path)
         resolved.append(path)
+    check_memory({p: weights_size_bytes(p) for p in resolved if Path(p).is_dir()}, available_memory_bytes())
     return resolved
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(sizes: dict[str, int], available: int | None) -> None:
+    """Refuse a set of models whose weights alone exceed the free memory: all of them stay loaded for the
+    interleaved rounds, so the run would swap or be killed part-way. Sizes on disk are a lower bound."""
+    total = sum(sizes.values())
+    if available is None or total <= available:
+        return
+    largest = max(sizes, key=sizes.get)
+    raise UsageError(
+        f"The {len(sizes)} models' weights take {total / 1e9:.1f} GB on disk, more than the {available / 1e9:.1f} GB "
+        f"of free memory, and the benchmark keeps every model loaded to interleave them; benchmark fewer at a "
+        f"time (the largest is {largest}, {sizes[largest] / 1e9:.1f} GB)."
+    )
 
 
 class Candidate:
