@@ -366,3 +366,24 @@ def test_bench_toolbox(clm, in_process, monkeypatch, tmp_path):
     scan = results["int8-mixed"]["scan"]
     assert scan["max_drop"] == 0.5 and scan["rows"] == 8 and scan["split"] == "train" and scan["drop"] <= 0.5
     assert len(scan["most_sensitive"]) == 5
+
+
+def test_bench_smollm_shape(clm, in_process, monkeypatch, tmp_path):
+    """SmolLM2-135M's layout at a tiny width: Wanda, width pruning and torchao int8, with interleaved latency."""
+    out = tmp_path / "bench-smollm"
+    run_script(monkeypatch, "bench_smollm_shape.py", "--clm", clm, "--out", out, "--only",
+               "wanda-50,width-half,torchao-int8-weight", "--samples", "2", "--block-size", "32", "--hidden-size",
+               "72", "--intermediate-size", "96", "--num-layers", "2", "--width-hidden", "48", "--width-ffn", "64",
+               "--width-heads", "6", "--latency-rounds", "1")  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["base", "wanda-50", "width-half", "torchao-int8-weight"]
+    base = json.loads((out / "base" / "config.json").read_text())
+    assert (base["num_attention_heads"], base["num_key_value_heads"], base["vocab_size"]) == (9, 3, 49152)
+    assert base["tie_word_embeddings"] is True and base["hidden_size"] == 72
+    assert results["wanda-50"]["peak_rss_bytes"] > 0 and results["wanda-50"]["parameters_vs_base"] == 1.0
+    width = json.loads((out / "width-half" / "config.json").read_text())
+    assert (width["hidden_size"], width["intermediate_size"], width["num_attention_heads"]) == (48, 64, 6)
+    assert results["width-half"]["parameters_vs_base"] < 0.8
+    assert results["torchao-int8-weight"]["smaller_on_disk"] > 1
+    for entry in results.values():
+        assert entry["latency"]["prefill_batch_1"]["median"] > 0
