@@ -18,6 +18,15 @@ def hfcompress(*args) -> None:
     subprocess.run(command, check=True)
 
 
+def dev_rows(data_dir: Path) -> int | None:
+    """Rows of SST-2's dev split in the classic GLUE layout (SST-2/dev.tsv, header line first), if found."""
+    for folder in ("SST-2", "sst2", "SST2"):
+        path = data_dir / folder / "dev.tsv"
+        if path.is_file():
+            return sum(1 for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip())
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="../shared/data/glue")
@@ -48,11 +57,11 @@ def main() -> None:
     src, res, ratio = report["source"], report["result"], report["ratios"]
     summary = {
         "train_samples": args.train_samples,
-        "dev_samples": 872,
+        "dev_samples": dev_rows(Path(args.data_dir)),
         "teacher_accuracy": src["metrics"]["accuracy"],
         "student_accuracy": res["metrics"]["accuracy"],
         "accuracy_ratio": ratio["score"],
-        "teacher_layers": 6,
+        "teacher_layers": json.loads((teacher / "config.json").read_text())["num_hidden_layers"],
         "student_layers": report["steps"][-1]["settings"]["layer_map"],
         "parameters": [src["parameters"], res["parameters"]],
         "size_bytes": [src["size_bytes"], res["size_bytes"]],

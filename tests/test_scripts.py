@@ -173,6 +173,7 @@ def test_bench_distill(in_process, monkeypatch, capsys, tmp_path, tiny_glue_dir,
     assert 0 <= summary["teacher_accuracy"] <= 1 and 0 <= summary["student_accuracy"] <= 1
     assert summary["accuracy_ratio"] == pytest.approx(summary["student_accuracy"] / summary["teacher_accuracy"], 1e-3)
     assert summary["student_layers"] == {"0": 0, "1": 3}  # student layer -> teacher layer (first and last)
+    assert summary["teacher_layers"] == 4 and summary["dev_samples"] == 32  # the tiny teacher, tiny_glue_dir's dev
     teacher_params, student_params = summary["parameters"]
     assert student_params < teacher_params and summary["size_bytes"][1] < summary["size_bytes"][0]
     assert set(summary["latency_ms"][1]) == {"batch_1", "batch_32"} and summary["speedup"]
