@@ -65,9 +65,8 @@ def summarize(name: str, report: dict) -> dict:
     before = settings.get("metrics_before_recovery")
     if before:
         entry["perplexity_before_recovery"] = before["perplexity"]
-    for key in ("sparsity", "linear_sparsity"):
-        if key in result:
-            entry[key] = result[key]
+    if isinstance(result.get("sparsity"), dict):
+        entry["sparsity"] = result["sparsity"]["global"]
     scan = result.get("quantization", {}).get("sensitivity")
     if scan:
         entry["scan"] = {k: scan[k] for k in ("drop", "max_drop", "kept", "rows", "split")}
