@@ -9,7 +9,8 @@ run measures, as a ratio to the teacher measured in the same command.
   same 2.37 M weights), each then distilled from the teacher for --recovery-steps;
 - importance measures: `prune --structure width --ffn-size 344` with `--importance magnitude|activation|taylor`,
   perplexity before any recovery (the measure alone decides what is lost);
-- L1: gradual magnitude pruning to --sparsity while training on the text, with and without `--l1-weight`;
+- L1: `finetune` on the text with and without `--l1-weight`, then one-shot magnitude pruning to --sparsity; and
+  gradual magnitude pruning to --sparsity while training, with and without it;
 - mixed precision: torchao int8-dynamic and int4-weight on every layer, against the same with `--max-drop`.
 
     OMP_NUM_THREADS=2 python scripts/bench_toolbox.py --clm runs/bench-clm --out runs/bench-toolbox
@@ -31,9 +32,10 @@ def plans(args) -> dict[str, list]:
                 args.recovery_lr, "--warmup_steps", "50", "--weight_decay", "0.01", "--report_to", "none", "--seed",
                 "42", "--divergence", "forward_kl", "--distill-weight", "0.5", "--hard-label-weight", "0.5",
                 "--temperature", "1.0"]  # fmt: skip
-    gradual = ["--sparsity", args.sparsity, "--max_steps", args.gmp_steps, "--per_device_train_batch_size", "16",
-               "--learning_rate", "3e-4", "--warmup_steps", "20", "--report_to", "none", "--seed", "42",
-               "--save_strategy", "no", "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
+    train = ["--max_steps", args.gmp_steps, "--per_device_train_batch_size", "16", "--learning_rate", "3e-4",
+             "--warmup_steps", "20", "--report_to", "none", "--seed", "42", "--save_strategy", "no",
+             "--eval_strategy", "no", "--logging_steps", "50"]  # fmt: skip
+    gradual = ["--sparsity", args.sparsity, *train]
     calibration = ["--calibration-samples", args.samples]
     width = ["prune", "--structure", "width", "--ffn-size", args.importance_ffn_size, *calibration]
     scan = ["--scan-samples", args.scan_samples]
@@ -44,6 +46,11 @@ def plans(args) -> dict[str, list]:
         "importance-magnitude": [*width, "--importance", "magnitude"],
         "importance-activation": [*width, "--importance", "activation"],
         "importance-taylor": [*width, "--importance", "taylor"],
+        # L1 as the issue means it: train with the penalty, then cut by magnitude at the end (one shot, 70%).
+        "ft": ["finetune", *train],
+        "ft-l1": ["finetune", "--l1-weight", args.l1_weight, *train],
+        "ft-magnitude": ["@ft", "prune", "--method", "magnitude", "--sparsity", args.sparsity, *calibration],
+        "ft-l1-magnitude": ["@ft-l1", "prune", "--method", "magnitude", "--sparsity", args.sparsity, *calibration],
         "gmp": ["prune", "--structure", "unstructured", *gradual],
         "l1-gmp": ["prune", "--structure", "unstructured", "--l1-weight", args.l1_weight, *gradual],
         "int8-all": ["quantize", "--method", "torchao-int8-dynamic"],
@@ -55,12 +62,17 @@ def plans(args) -> dict[str, list]:
 
 def summarize(name: str, report: dict) -> dict:
     source, result = report["source"], report["result"]
-    entry = {"perplexity": result["metrics"]["perplexity"], "teacher_perplexity": source["metrics"]["perplexity"],
-             "parameters": result["parameters"], "teacher_parameters": source["parameters"],
+    # "teacher": the run's source model (the teacher, or for ft-*-magnitude the fine-tuned model it prunes);
+    # finetune does not evaluate its starting point, so its runs have no source perplexity.
+    source_ppl = source.get("metrics", {}).get("perplexity")
+    entry = {"perplexity": result["metrics"]["perplexity"], "teacher_perplexity": source_ppl,
+             "parameters": result["parameters"], "teacher_parameters": source.get("parameters"),
              "size_bytes": result.get("size_bytes"), "teacher_size_bytes": source.get("size_bytes"),
              "memory_bytes": result.get("memory_bytes")}  # fmt: skip
-    entry["ppl_vs_teacher"] = round(entry["perplexity"] / entry["teacher_perplexity"], 4)
-    entry["parameters_vs_teacher"] = round(entry["parameters"] / entry["teacher_parameters"], 4)
+    entry["ppl_vs_teacher"] = round(entry["perplexity"] / source_ppl, 4) if source_ppl else None
+    entry["parameters_vs_teacher"] = (
+        round(entry["parameters"] / entry["teacher_parameters"], 4) if entry["teacher_parameters"] else None
+    )
     settings = report["steps"][-1]["settings"]
     before = settings.get("metrics_before_recovery")
     if before:
@@ -104,13 +116,16 @@ def main() -> int:
     for name in chosen:
         folder = out / name
         if not (folder / "compression.json").is_file():  # else finished in an earlier invocation
-            command, *options = runs[name]
-            hfcompress(command, teacher, *options, *data, "--overwrite_output_dir", "--output-dir", folder)
+            source, plan = teacher, runs[name]
+            if plan[0].startswith("@"):  # the output of another run
+                source, plan = out / plan[0][1:], plan[1:]
+            command, *options = plan
+            hfcompress(command, source, *options, *data, "--overwrite_output_dir", "--output-dir", folder)
         results[name] = summarize(name, json.loads((folder / "compression.json").read_text()))
         results_file.write_text(json.dumps(results, indent=2) + "\n")
         entry = results[name]
-        print(f"{name:20s} ppl {entry['perplexity']:8.2f}  x teacher {entry['ppl_vs_teacher']:.3f}  "
-              f"parameters x {entry['parameters_vs_teacher']:.3f}", flush=True)  # fmt: skip
+        print(f"{name:20s} ppl {entry['perplexity']:8.2f}  x source {entry['ppl_vs_teacher'] or float('nan'):.3f}  "
+              f"parameters x {entry['parameters_vs_teacher'] or float('nan'):.3f}", flush=True)  # fmt: skip
     return 0
 
 

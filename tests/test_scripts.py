@@ -350,13 +350,20 @@ def test_bench_toolbox(clm, in_process, monkeypatch, tmp_path):
     """Issue 15's comparisons with tiny settings: low rank with recovery, taylor importance, L1 + GMP, mixed int8."""
     out = tmp_path / "bench-toolbox"
     run_script(monkeypatch, "bench_toolbox.py", "--clm", clm, "--out", out, "--only",
-               "lowrank-svd,importance-taylor,l1-gmp,int8-mixed", "--samples", "4", "--block-size", "32",
+               "lowrank-svd,importance-taylor,l1-gmp,int8-mixed,ft-l1,ft-l1-magnitude", "--samples", "4",
+               "--block-size", "32",
                "--recovery-steps", "2", "--importance-ffn-size", "32", "--gmp-steps", "4", "--sparsity", "0.5",
                "--scan-samples", "8", "--int8-max-drop", "0.5")  # fmt: skip
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["lowrank-svd", "importance-taylor", "l1-gmp", "int8-mixed"]
+    assert list(results) == ["lowrank-svd", "importance-taylor", "l1-gmp", "int8-mixed", "ft-l1", "ft-l1-magnitude"]
+    assert results["ft-l1"]["l1_weight"] == 5e-6 and results["ft-l1-magnitude"]["sparsity"] == pytest.approx(0.5)
+    pruned = json.loads((out / "ft-l1-magnitude" / "compression.json").read_text())
+    assert pruned["source"]["model"].endswith("ft-l1")  # pruned from the L1-trained model, not the teacher
     teacher = json.loads((clm / "teacher" / "config.json").read_text())
-    for entry in results.values():
+    for name, entry in results.items():
+        if name == "ft-l1":  # finetune does not evaluate the model it starts from
+            assert entry["teacher_perplexity"] is None and entry["ppl_vs_teacher"] is None
+            continue
         assert entry["perplexity"] > 1 and entry["teacher_perplexity"] > 1
         assert entry["ppl_vs_teacher"] == pytest.approx(entry["perplexity"] / entry["teacher_perplexity"], 1e-3)
     assert results["lowrank-svd"]["parameters_vs_teacher"] < 1 and results["lowrank-svd"]["perplexity_before_recovery"]
