@@ -50,8 +50,8 @@ def quantizable_names(model) -> list[str]:
 def resolve_exclusions(model_name: str, config, trust_remote_code: bool = False) -> list[str]:
     """The module names `config.exclude` selects, added to `config.excluded_modules`; a regex that selects
     nothing in this model is refused before any work."""
-    if config.exclude is None:
-        return list(config.excluded_modules)
+    if config.exclude is None or getattr(config, "_exclude_resolved", None) == (config.exclude, model_name):
+        return list(config.excluded_modules)  # nothing to resolve, or already done (run_quantize, then quantize)
     model = empty_model(model_name, trust_remote_code)
     names = quantizable_names(model)
     pattern = re.compile(config.exclude)
@@ -62,6 +62,7 @@ def resolve_exclusions(model_name: str, config, trust_remote_code: bool = False)
             f"(names look like '{names[len(names) // 2] if names else 'encoder.layer.0.output.dense'}')."
         )
     config.excluded_modules = sorted(set(config.excluded_modules) | set(matched))
+    config._exclude_resolved = (config.exclude, model_name)
     return config.excluded_modules
 
 
