@@ -29,7 +29,7 @@ from .onnx_export import (
     tokenize_batches,
     torch_logits,
 )
-from .partial import check_nodes_found, nodes_for_modules, onnx_weight_nodes
+from .partial import check_nodes_found, missing_nodes, nodes_for_modules, onnx_weight_nodes
 
 logger = logging.getLogger("hfcompress")
 
@@ -106,9 +106,13 @@ def fusion_settings(config) -> tuple[str, int, int] | None:
     return "bert", int(heads), int(hidden)
 
 
-def optimize_graph(source: Path, target: Path, config) -> dict[str, int]:
-    """Fuse attention / LayerNorm / GELU where the graph allows; returns how many of each fused op exist."""
+def optimize_graph(source: Path, target: Path, config, fuse_attention: bool = True) -> dict[str, int]:
+    """Fuse attention / LayerNorm / GELU where the graph allows; returns how many of each fused op exist.
+
+    `fuse_attention=False` keeps the query / key / value projections as separate MatMuls (so one can stay fp32).
+    """
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
     settings = fusion_settings(config)
     if settings is None:
@@ -119,7 +123,10 @@ def optimize_graph(source: Path, target: Path, config) -> dict[str, int]:
         return {}
     model_type, heads, hidden = settings
     with quiet_logs(logging.INFO):  # each fusion logs what it did, under module-level logger names
-        optimized = optimizer.optimize_model(str(source), model_type=model_type, num_heads=heads, hidden_size=hidden)
+        options = FusionOptions(model_type)
+        options.enable_attention = fuse_attention
+        optimized = optimizer.optimize_model(str(source), model_type=model_type, num_heads=heads, hidden_size=hidden,
+                                             optimization_options=options)  # fmt: skip
         counts = optimized.get_fused_operator_statistics()
         optimized.save_model_to_file(str(target), use_external_data_format=_is_large(source))
     return {op: int(counts.get(op, 0)) for op in FUSED_OPS if counts.get(op)}
@@ -244,9 +251,13 @@ def quantize_onnx(
         )
         fused = {}
         graph = exported
+        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
         if config.optimize:
             graph = tmp / "optimized.onnx"
             fused = optimize_graph(exported, graph, model.config)
+            if missing_nodes(onnx_weight_nodes(graph), config.excluded_modules, linear):
+                logger.info("Keeping attention unfused so the excluded query/key/value layers can stay in fp32.")
+                fused = optimize_graph(exported, graph, model.config, fuse_attention=False)
             checks["optimized_max_abs_diff"] = check_agreement(
                 reference, session_logits(make_session(graph), check_batches), config.export_tolerance,
                 "ONNX Runtime's logits for the fused graph",
@@ -260,7 +271,6 @@ def quantize_onnx(
         quantized = tmp / "quantized" / MODEL_FILE
         quantized.parent.mkdir()
         weight_nodes = onnx_weight_nodes(graph)
-        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
         check_nodes_found(weight_nodes, config.excluded_modules, linear)
         excluded_nodes = nodes_for_modules(weight_nodes, config.excluded_modules)
         quantize_graph(graph, quantized, config, feeds, excluded_nodes)

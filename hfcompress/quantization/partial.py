@@ -100,10 +100,15 @@ def nodes_for_modules(nodes: dict[str, str], modules) -> list[str]:
     return sorted(node for node, module in nodes.items() if module in modules)
 
 
+def missing_nodes(nodes: dict[str, str], modules, linear_names) -> list[str]:
+    """The Linear layers among `modules` that no weight node of the graph carries (fused into another node)."""
+    present = set(nodes.values())
+    return sorted(m for m in modules if m in set(linear_names) and m not in present)
+
+
 def check_nodes_found(nodes: dict[str, str], modules, linear_names) -> None:
     """Refuse exclusions the graph cannot honour: Linear layers that ONNX Runtime fused into another node."""
-    present = set(nodes.values())
-    missing = sorted(m for m in modules if m in set(linear_names) and m not in present)
+    missing = missing_nodes(nodes, modules, linear_names)
     if missing:
         raise UsageError(
             f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} were fused into ONNX Runtime's attention "
