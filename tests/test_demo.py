@@ -21,6 +21,6 @@ def test_demo_runs_the_recipe_and_the_benchmark(tmp_path):
         rows[2]["backend"] == "onnxruntime" and rows[2]["size_bytes"] < rows[1]["size_bytes"] < rows[0]["size_bytes"]
     )
     assert (out / "benchmark" / "metric_vs_latency.png").is_file()
-    assert "10% of its labels flipped" in result.stdout and "Benchmark on sst2" in result.stdout
+    assert "majorities of three clauses" in result.stdout and "Benchmark on sst2" in result.stdout
     dev = (out / "data" / "sst2" / "dev.tsv").read_text().splitlines()[1:]
     assert len(dev) == 400

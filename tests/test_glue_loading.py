@@ -448,6 +448,42 @@ def test_synthetic_task_needs_negation_and_contrast(tmp_path):
     assert labels == {"0", "1"}
 
 
+def _polarity(words: list[str]) -> int:
+    """+1 or -1 for a clause's adjective (its last word), flipped by a negation before it."""
+    from hfcompress.data.synthetic import POSITIVE
+
+    sign = 1 if words[-1] in POSITIVE else -1
+    return -sign if {"not", "never", "hardly"} & set(words) else sign
+
+
+def test_hard_synthetic_sentences_follow_their_rules(tmp_path):
+    """The hard constructions are labelled by majority, double negation and unmet wishes, checked independently."""
+    lines = (write_sentiment_task(tmp_path, n_train=1500, hard=True) / "sst2" / "train.tsv").read_text()
+    rows = [line.split("\t") for line in lines.splitlines()[1:]]
+    kinds = {"majority": 0, "double negation": 0, "wish": 0}
+    for sentence, label in rows:
+        words = sentence.replace(" .", "").split()
+        if " , " in sentence and " and " in sentence and " but " not in sentence:
+            first, rest = sentence.replace(" .", "").split(" , ")
+            clauses = [first, *rest.split(" and ")]
+            votes = sum(_polarity(clause.split()) for clause in clauses)
+            assert len(clauses) == 3 and int(label) == (votes > 0), sentence
+            kinds["majority"] += 1
+        elif sentence.startswith(("it is not true that", "nobody could say that", "i would never claim")):
+            assert int(label) == (_polarity(words[-1:]) > 0), sentence  # two negations: the adjective decides
+            kinds["double negation"] += 1
+        elif sentence.startswith(("if only", "i wish", "i expected")):
+            adjective = words[-6] if sentence.startswith("i expected") else words[-1]
+            from hfcompress.data.synthetic import POSITIVE
+
+            assert int(label) == (adjective not in POSITIVE), sentence  # the wish or the fear did not come true
+            kinds["wish"] += 1
+    assert all(count > 50 for count in kinds.values()), kinds
+    # The default keeps the old data: no hard constructions without hard=True.
+    plain = (write_sentiment_task(tmp_path / "plain", seed=0) / "sst2" / "train.tsv").read_text()
+    assert "it is not true that" not in plain and "if only" not in plain
+
+
 @pytest.mark.parametrize("sizes", [{"n_train": 1}, {"n_dev": 0}, {"n_train": 2.5}])
 def test_synthetic_task_rejects_tiny_sizes(tmp_path, sizes):
     with pytest.raises(UsageError, match="must be a whole number of at least 2 sentences"):

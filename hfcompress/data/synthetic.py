@@ -3,6 +3,9 @@
 Sentences are templated movie-review fragments. Negations ("was not brilliant") and contrastive
 clauses ("the plot was dull but the acting was superb", labelled by the clause after "but") mean
 that no single word decides the label, yet a small pretrained encoder learns it in a few hundred steps.
+With `hard=True`, half of the sentences need more than one step of composition: the majority of three clauses
+(some of them negated), double negation, and wishes that did not come true ("if only the plot had been clever"):
+a 6-layer encoder no longer gets every one right from a couple of thousand examples, and a smaller one gets fewer.
 """
 
 import random
@@ -35,12 +38,18 @@ SYNTHETIC_MARKER = "SYNTHETIC"
 
 
 def write_sentiment_task(
-    out_dir: str | Path, n_train: int = 2000, n_dev: int = 400, seed: int = 0, label_noise: float = 0.0
+    out_dir: str | Path,
+    n_train: int = 2000,
+    n_dev: int = 400,
+    seed: int = 0,
+    label_noise: float = 0.0,
+    hard: bool = False,
 ) -> Path:
     """Write `out_dir/sst2/train.tsv` and `dev.tsv` (header `sentence<TAB>label`) and return `out_dir`.
 
     Deterministic for a seed; both splits have balanced labels and no dev sentence appears in train.
     `label_noise` flips that fraction of each split's labels (chosen at random), so no model can be perfect.
+    `hard` mixes in the multi-step constructions of `_hard_sentence` (the default keeps every seed's old data).
     """
     if not 0.0 <= label_noise < 0.5:
         raise UsageError(f"label_noise must be in [0, 0.5), not {label_noise!r}.")
@@ -56,7 +65,7 @@ def write_sentiment_task(
         if all(len(pools[label]) == wanted[label] for label in pools):
             break
         label = 0 if len(pools[0]) < wanted[0] and (len(pools[1]) == wanted[1] or rng.random() < 0.5) else 1
-        sentence = _sentence(rng, label)
+        sentence = _hard_sentence(rng, label) if hard and rng.random() < 0.5 else _sentence(rng, label)
         if sentence not in seen:
             seen.add(sentence)
             pools[label].append(sentence)
@@ -125,3 +134,40 @@ def _sentence(rng: random.Random, label: int) -> str:
         first, rng.choice(VERBS), _adjective(rng, positive), "and", second, rng.choice(VERBS),
         _adjective(rng, positive), ".",
     )  # fmt: skip
+
+
+def _clause(rng: random.Random, positive: bool) -> str:
+    """A clause with the given polarity, negated half of the time ("the score was not dull")."""
+    if rng.random() < 0.5:
+        return _words(rng.choice(ASPECTS), rng.choice(VERBS), _adjective(rng, positive))
+    return _words(
+        rng.choice(ASPECTS), rng.choice(("was not", "was never", "was hardly")), _adjective(rng, not positive)
+    )
+
+
+def _hard_sentence(rng: random.Random, label: int) -> str:
+    positive = label == 1
+    kind = rng.random()
+    if kind < 0.45:  # majority of three clauses, in any order
+        votes = [positive, positive, positive if rng.random() < 0.3 else not positive]
+        rng.shuffle(votes)
+        first, second, third = (_clause(rng, vote) for vote in votes)
+        return _words(first, ",", second, "and", third, ".")
+    if kind < 0.75:  # double negation: the adjective keeps its polarity
+        adjective, film = _adjective(rng, positive), rng.choice(FILMS)
+        return rng.choice(
+            (
+                _words("it is not true that", film, "was not", adjective, "."),
+                _words("nobody could say that", rng.choice(ASPECTS), "was not", adjective, "."),
+                _words("i would never claim", film, "was not", adjective, "."),
+            )
+        )
+    if positive:  # a fear that did not come true
+        return _words("i expected", rng.choice(FILMS), "to be", _adjective(rng, False), ", but it was not .")
+    return rng.choice(  # a wish that did not come true
+        (
+            _words("if only", rng.choice(ASPECTS), "had been", _adjective(rng, True), "."),
+            _words("i wish", rng.choice(FILMS), "had been", rng.choice(INTENSIFIERS), _adjective(rng, True), "."),
+            _words("i expected", rng.choice(FILMS), "to be", _adjective(rng, True), ", but it was not ."),
+        )
+    )
