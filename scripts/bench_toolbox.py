@@ -6,7 +6,8 @@ run measures, as a ratio to the teacher measured in the same command.
 
 - low rank against FFN pruning at the same parameter count: `factorize --parameter-ratio 0.5` (plain SVD and
   activation-aware `--whiten`) against `prune --structure width --ffn-size 173` (the FFN width that removes the
-  same 2.37 M weights), each then distilled from the teacher for --recovery-steps;
+  same 2.37 M weights, from the teacher's config: bench_common.equal_ffn_size), each then distilled from the
+  teacher for --recovery-steps;
 - importance measures: `prune --structure width --ffn-size 344` with `--importance magnitude|activation|taylor`,
   perplexity before any recovery (the measure alone decides what is lost);
 - L1: `finetune` on the text with and without `--l1-weight`, then one-shot magnitude pruning to --sparsity; and
@@ -18,13 +19,10 @@ run measures, as a ratio to the teacher measured in the same command.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from bench_common import clm_data, clm_parser, hfcompress
-
-ROOT = Path(__file__).resolve().parents[1]
+from bench_common import clm_data, clm_parser, equal_ffn_size, print_table, run_toolbox
 
 
 def plans(args) -> dict[str, list]:
@@ -60,40 +58,13 @@ def plans(args) -> dict[str, list]:
     }
 
 
-def summarize(name: str, report: dict) -> dict:
-    source, result = report["source"], report["result"]
-    # "teacher": the run's source model (the teacher, or for ft-*-magnitude the fine-tuned model it prunes);
-    # finetune does not evaluate its starting point, so its runs have no source perplexity.
-    source_ppl = source.get("metrics", {}).get("perplexity")
-    entry = {"perplexity": result["metrics"]["perplexity"], "teacher_perplexity": source_ppl,
-             "parameters": result["parameters"], "teacher_parameters": source.get("parameters"),
-             "size_bytes": result.get("size_bytes"), "teacher_size_bytes": source.get("size_bytes"),
-             "memory_bytes": result.get("memory_bytes")}  # fmt: skip
-    entry["ppl_vs_teacher"] = round(entry["perplexity"] / source_ppl, 4) if source_ppl else None
-    entry["parameters_vs_teacher"] = (
-        round(entry["parameters"] / entry["teacher_parameters"], 4) if entry["teacher_parameters"] else None
-    )
-    settings = report["steps"][-1]["settings"]
-    before = settings.get("metrics_before_recovery")
-    if before:
-        entry["perplexity_before_recovery"] = before["perplexity"]
-    if isinstance(result.get("sparsity"), dict):
-        entry["sparsity"] = result["sparsity"]["global"]
-    scan = result.get("quantization", {}).get("sensitivity")
-    if scan:
-        entry["scan"] = {k: scan[k] for k in ("drop", "max_drop", "kept", "rows", "split")}
-        entry["scan"]["most_sensitive"] = sorted(scan["layers"].items(), key=lambda kv: -kv[1])[:5]
-    for key in ("l1_weight", "importance", "measured_sparsity"):
-        if key in settings:
-            entry[key] = settings[key]
-    return entry
-
-
 def main() -> int:
     parser = clm_parser(__doc__, "runs/bench-toolbox")
     parser.add_argument("--recovery-steps", type=int, default=472, help="472 = 4 epochs, as bench_structured")
     parser.add_argument("--recovery-lr", type=float, default=1e-3)
-    parser.add_argument("--equal-ffn-size", type=int, default=173, help="FFN width removing half the Linear weights")
+    parser.add_argument("--equal-ffn-size", type=int, default=None,
+                        help="FFN width removing what --parameter-ratio 0.5 does (default: from the teacher's config, "
+                        "173)")  # fmt: skip
     parser.add_argument("--importance-ffn-size", type=int, default=344)
     parser.add_argument("--sparsity", type=float, default=0.7)
     parser.add_argument("--gmp-steps", type=int, default=300)
@@ -102,30 +73,13 @@ def main() -> int:
     parser.add_argument("--int4-max-drop", type=float, default=0.01)
     parser.add_argument("--scan-samples", type=int, default=256)
     args = parser.parse_args()
-    clm, out = Path(args.clm), Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    clm = Path(args.clm)
     teacher = clm / "teacher"
-    data = clm_data(clm, args.block_size)
-    runs = plans(args)
-    chosen = args.only.split(",") if args.only else list(runs)
-    unknown = sorted(set(chosen) - set(runs))
-    if unknown:
-        parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(runs)}")
-    results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    for name in chosen:
-        folder = out / name
-        if not (folder / "compression.json").is_file():  # else finished in an earlier invocation
-            source, plan = teacher, runs[name]
-            if plan[0].startswith("@"):  # the output of another run
-                source, plan = out / plan[0][1:], plan[1:]
-            command, *options = plan
-            hfcompress(command, source, *options, *data, "--overwrite_output_dir", "--output-dir", folder)
-        results[name] = summarize(name, json.loads((folder / "compression.json").read_text()))
-        results_file.write_text(json.dumps(results, indent=2) + "\n")
-        entry = results[name]
-        print(f"{name:20s} ppl {entry['perplexity']:8.2f}  x source {entry['ppl_vs_teacher'] or float('nan'):.3f}  "
-              f"parameters x {entry['parameters_vs_teacher'] or float('nan'):.3f}", flush=True)  # fmt: skip
+    if args.equal_ffn_size is None:
+        args.equal_ffn_size = equal_ffn_size(teacher, 0.5)
+    results, _ = run_toolbox(parser, args, plans(args), teacher, clm_data(clm, args.block_size), "perplexity",
+                             "ppl_vs_teacher")  # fmt: skip
+    print_table(results, "perplexity", "ppl_vs_teacher")
     return 0
 
 

@@ -376,6 +376,74 @@ def test_bench_toolbox(clm, in_process, monkeypatch, tmp_path):
     assert len(scan["most_sensitive"]) == 5
 
 
+@pytest.fixture(scope="module")
+def glue_teacher(tmp_path_factory, tokenizer, tiny_glue_dir) -> Path:
+    """bench_toolbox_glue.py's teacher: a tiny BERT whose FFN is four times its hidden size, as MiniLM's (32 -> 128,
+    4 layers), fine-tuned for two epochs on tiny_glue_dir's sst2 with `hfcompress finetune`."""
+    from hfcompress.cli.main import main
+
+    root = tmp_path_factory.mktemp("glue-teacher")
+    tiny_classifier("bert", intermediate_size=128).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    with pytest.MonkeyPatch.context() as monkeypatch, serving(monkeypatch, root):
+        main(["finetune", str(root / "base"), "--task", "sst2", "--data-dir", str(tiny_glue_dir), "--num_train_epochs",
+              "2", "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--report_to", "none",
+              "--save_strategy", "no", "--latency-runs", "0", "--output-dir", str(root / "teacher")])  # fmt: skip
+    return root / "teacher"
+
+
+def test_bench_toolbox_glue(glue_teacher, in_process, monkeypatch, tmp_path, tiny_glue_dir):
+    """Issue 15's comparisons on a classifier teacher with tiny settings: low rank against FFN pruning at the same
+    parameter count, taylor importance with no recovery, L1 + GMP, L1 then one-shot magnitude, mixed ONNX int8;
+    their latency from one `hfcompress benchmark`; a second invocation runs nothing again."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "bench-toolbox-glue"
+    chosen = ["lowrank-svd", "ffn-equal", "importance-taylor", "l1-gmp", "ft-l1", "ft-l1-magnitude", "onnx-int8-mixed"]
+    args = ["--teacher", glue_teacher, "--data-dir", tiny_glue_dir, "--out", out, "--samples", "16",
+            "--max-train-samples", "32", "--steps", "2", "--batch-size", "8", "--scan-samples", "8", "--max-drop",
+            "50"]  # fmt: skip
+    run_script(monkeypatch, "bench_toolbox_glue.py", *args, "--only", ",".join(chosen), "--latency-rounds", "1")
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == chosen
+    teacher_accuracy = json.loads((glue_teacher / "compression.json").read_text())["result"]["metrics"]["accuracy"]
+    for name, entry in results.items():
+        assert 0 <= entry["accuracy"] <= 1 and entry["command"].startswith("hfcompress ")
+        assert entry["latency_ms"]["batch_1"] > 0 and entry["speedup_vs_teacher"]["batch_32"] > 0
+        if name == "ft-l1":  # finetune does not evaluate the model it starts from
+            assert entry["teacher_accuracy"] is None and entry["accuracy_vs_teacher"] is None
+            continue
+        source = results["ft-l1"]["accuracy"] if name == "ft-l1-magnitude" else teacher_accuracy
+        assert entry["teacher_accuracy"] == pytest.approx(source)  # measured again, in the run's own command
+        assert entry["accuracy_vs_teacher"] == pytest.approx(entry["accuracy"] / entry["teacher_accuracy"], abs=1e-4)
+    lowrank, ffn = results["lowrank-svd"], results["ffn-equal"]
+    assert lowrank["accuracy_before_recovery"] is not None and "--recovery-steps 2" in lowrank["command"]
+    # 128 - round(half of the 4 x 12,288 Linear weights / (4 layers x 65 per neuron)): the same parameters removed
+    assert ffn["ffn_size"] == 33 and "--teacher" in ffn["command"]
+    removed = lowrank["teacher_parameters"] - lowrank["parameters"]
+    assert abs(ffn["parameters"] - lowrank["parameters"]) < 0.01 * removed
+    taylor = results["importance-taylor"]
+    assert taylor["importance"] == "taylor" and taylor["ffn_size"] == 64 and "accuracy_before_recovery" not in taylor
+    before = load_file(glue_teacher / "model.safetensors")
+    after = load_file(out / "importance-taylor" / "model.safetensors")
+    resized = [key for key, tensor in before.items() if after[key].shape != tensor.shape]
+    assert len(resized) == 4 * 3  # per layer: the FFN's in-projection (weight, bias) and out-projection weight
+    assert all(torch.equal(after[key], tensor) for key, tensor in before.items() if key not in resized)  # no training
+    for name in ("l1-gmp", "ft-l1-magnitude"):
+        assert results[name]["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert results["l1-gmp"]["l1_weight"] == results["ft-l1"]["l1_weight"] == 5e-6
+    pruned = json.loads((out / "ft-l1-magnitude" / "compression.json").read_text())
+    assert pruned["source"]["model"].endswith("ft-l1")  # pruned from the L1-trained model, not the teacher
+    mixed = results["onnx-int8-mixed"]
+    assert mixed["scan"]["max_drop"] == 50 and mixed["scan"]["rows"] == 8 and mixed["scan"]["split"] == "train"
+    assert mixed["scan"]["drop"] <= 50 and len(mixed["scan"]["most_sensitive"]) == 5 and mixed["size_vs_teacher"] < 0.5
+    assert len(json.loads((out / "benchmark" / "benchmark.json").read_text())["rows"]) == 1 + len(chosen)
+    written = {name: (out / name / "compression.json").stat().st_mtime_ns for name in chosen}
+    run_script(monkeypatch, "bench_toolbox_glue.py", *args, "--only", "lowrank-svd,ffn-equal")
+    assert {name: (out / name / "compression.json").stat().st_mtime_ns for name in chosen} == written
+    assert json.loads((out / "results.json").read_text()) == results  # latency kept from the first invocation
+
+
 def test_bench_smollm_shape(clm, in_process, monkeypatch, tmp_path):
     """SmolLM2-135M's layout at a tiny width: Wanda, width pruning and torchao int8, with interleaved latency."""
     out = tmp_path / "bench-smollm"
