@@ -98,12 +98,13 @@ def test_sparsegpt_on_gpt2_with_recovery_keeps_the_masks(tmp_path, tiny_lm_dirs,
     out = tmp_path / "sparsegpt"
     result = run_cli("prune", tiny_lm_dirs["gpt2"], "--method", "sparsegpt", "--sparsity", "0.6",
                      "--calibration-samples", "8", "--recovery-steps", "3", "--per_device_train_batch_size", "4",
-                     "--learning_rate", "1e-3", "--report_to", "none", *_data(text_files),
-                     "--output-dir", out)  # fmt: skip
+                     "--learning_rate", "1e-3", "--report_to", "none", "--teacher-dtype", "bfloat16",
+                     *_data(text_files), "--output-dir", out)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     report = _report(out)
     settings = report["steps"][-1]["settings"]
     assert settings["recovery_steps"] == 3 and settings["metrics_before_recovery"]["perplexity"] > 0
+    assert settings["teacher_placement"] == {"device": "cpu", "dtype": "bfloat16"}  # the recovery teacher
     assert settings["dampening"] == 0.01 and report["result"]["sparsity"]["global"] == pytest.approx(0.6, abs=1e-3)
     weights = load_file(out / "model.safetensors")
     for name, tensor in weights.items():  # Conv1D stores (in, out); 60% per block of columns, masks held in training

@@ -26,6 +26,7 @@ def test_prune_unstructured_while_distilling(tmp_path, tiny_teacher_dir, tiny_gl
     assert "no faster" in sparsity["note"]
     step = report["steps"][0]
     assert step["method"] == "pruning" and step["settings"]["teacher"] == str(tiny_teacher_dir)
+    assert step["settings"]["teacher_placement"] == {"device": "cpu", "dtype": "float32"}  # auto keeps a CPU teacher
     assert [s for s, _ in step["settings"]["schedule_history"]] == [0, 2, 4, 6]
 
     # Measured from the saved tensors: the file itself has the zeros, and no extra keys.

@@ -255,6 +255,7 @@ def test_cli_builds_reuses_and_trains_as_without_cache(cli_cache, tmp_path, tiny
         (["--max-seq-length", "8"], "the max length (128 then, 8 now), the tokenized training data changed"),
         (["--max-train-samples", "32"], "is stale: the tokenized training data changed since it was built"),
         (["OTHER_TEACHER"], "is stale: the teacher (weights, dtype or config) changed since it was built"),
+        (["--teacher-dtype", "bfloat16"], "is stale: the teacher's dtype (float32 then, bfloat16 now) changed since"),
     ],
 )
 def test_cli_refuses_a_stale_cache(cli_cache, tmp_path, tiny_teacher_dir, tiny_glue_dir, tokenizer, capsys, extra,

@@ -136,6 +136,8 @@ def key_settings(step: dict) -> str:
         if key == "layer_map" and isinstance(value, dict):
             pairs = ", ".join(f"{k}←{v}" for k, v in sorted(value.items(), key=lambda kv: int(kv[0])))
             parts.append(f"layer map (student←teacher): {pairs}")
+        elif key == "teacher_placement" and isinstance(value, dict):
+            parts.append(f"teacher in {value.get('dtype')} on {value.get('device')}")
         elif isinstance(value, (dict, list, tuple)) or value is None or value is False:
             continue
         elif key.endswith("_weight") and value == 0:

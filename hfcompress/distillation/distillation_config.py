@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from ..arguments import FinetuneArguments
 from ..errors import UsageError
 
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 def parse_layer_map(spec: str | None) -> dict[int, int] | None:
     """'0:1,1:3,2:5' -> {0: 1, 1: 3, 2: 5} (student layer -> teacher layer)."""
@@ -73,6 +75,14 @@ class DistillationArguments(FinetuneArguments):
             "teacher layers the student was copied from, else evenly spaced."
         },
     )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "The frozen teacher's dtype: auto (bfloat16 on CUDA GPUs that support it, float16 on other CUDA "
+            "GPUs, else as loaded), float32, bfloat16 or float16. The losses are computed in float32 and the student "
+            "keeps its dtype. Under FSDP the mixed-precision policy decides, so only auto is accepted."
+        },
+    )
     teacher_cache: str | None = field(
         default=None,
         metadata={
@@ -110,6 +120,13 @@ class DistillationArguments(FinetuneArguments):
         if not any(weights.values()):
             raise UsageError("At least one loss weight must be greater than 0; all of them are 0.")
         parse_layer_map(self.layer_map)
+        if self.teacher_dtype not in TEACHER_DTYPES:
+            raise UsageError(
+                f"--teacher-dtype must be one of {', '.join(TEACHER_DTYPES)}, not {self.teacher_dtype!r}."
+            )
+        if self.teacher_dtype != "auto" and self.fsdp:
+            raise UsageError(f"--teacher-dtype {self.teacher_dtype} cannot be used with --fsdp, where the FSDP "
+                             "mixed-precision policy sets the teacher's dtype; leave it at auto.")  # fmt: skip
         from .losses import DIVERGENCES
 
         if self.divergence not in DIVERGENCES:

@@ -17,6 +17,7 @@ from ..sharding import fsdp_version, prepare_teacher
 from . import losses
 from .distillation_config import DistillationArguments, parse_layer_map
 from .teacher_cache import TeacherCache, check_cache_settings, open_teacher_cache
+from .teacher_placement import cast_teacher, placement, teacher_dtype
 
 
 def default_layer_map(student_layers: int, teacher_layers: int) -> dict[int, int]:
@@ -35,8 +36,9 @@ def _forward_keys(model: nn.Module) -> set[str] | None:
 class DistillationTrainer(L1Regularization, Trainer):
     """Distil `teacher` into `model` (the student) with the losses weighted in `DistillationArguments`.
 
-    The teacher is frozen, kept in eval mode, run under no_grad, placed on the student's device by the
-    Trainer's accelerator, and is not a submodule of the student, so it never enters a checkpoint.
+    The teacher is frozen, kept in eval mode, run under no_grad, cast to `args.teacher_dtype` (bfloat16 on CUDA by
+    default; teacher_placement.py), placed on the student's device by the Trainer's accelerator, and is not a
+    submodule of the student, so it never enters a checkpoint. `teacher_placement` records its device and dtype.
     `args.l1_weight` adds an L1 penalty on the student's prunable weights to the training loss (regularization.py).
 
     With a `teacher_cache` (or `args.teacher_cache`, opened here from the train dataset and collator), training
@@ -75,6 +77,9 @@ class DistillationTrainer(L1Regularization, Trainer):
         if args.loss_chunk_tokens and self.token_level and fsdp_version(self.accelerator):
             raise UsageError("--loss-chunk-tokens runs lm_head outside the model's forward, where FSDP holds only "
                              "shards of it; drop --loss-chunk-tokens under FSDP.")  # fmt: skip
+        if teacher is not None:  # once, before a teacher cache is built from it and before it is placed
+            sharded = fsdp_version(self.accelerator) is not None
+            teacher = cast_teacher(teacher, teacher_dtype(args, self.accelerator.device, sharded))
         if teacher_cache is None and args.teacher_cache:
             if self.train_dataset is None:
                 raise UsageError("--teacher-cache caches the teacher's outputs on the train dataset; pass one.")
@@ -91,6 +96,8 @@ class DistillationTrainer(L1Regularization, Trainer):
                     m.set_attn_implementation("eager")  # fused attention kernels return no attention maps
             # Frozen, in eval mode, never in the optimizer; sharded like the student under FSDP (sharding.py).
             self.teacher = prepare_teacher(teacher, self.accelerator)
+        # Where the live teacher runs and in which dtype, for the report (None when a cache stands in for it).
+        self.teacher_placement = placement(self.teacher)
         self.layer_map = parse_layer_map(args.layer_map) or layer_map
         if self.layer_map is None:  # without a teacher there are no hidden-state losses to map
             self.layer_map = (

@@ -1,4 +1,8 @@
-"""Distillation losses as pure functions of tensors. Each returns a scalar mean over the batch."""
+"""Distillation losses as pure functions of tensors. Each returns a scalar mean over the batch.
+
+Every loss computes in float32 whatever its inputs' dtypes, so a bfloat16 or float16 teacher (`--teacher-dtype`)
+can teach a float32 student: the teacher's outputs are upcast here, the student's keep their gradient path.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
 
     The T^2 factor keeps the gradient scale independent of the temperature.
     """
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
 
@@ -48,7 +52,7 @@ def hidden_state_mse(
     student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Mean squared error between hidden states (batch, seq, dim), ignoring padding (TinyBERT)."""
-    per_token = (student_hidden - teacher_hidden).pow(2).mean(dim=-1)
+    per_token = (student_hidden.float() - teacher_hidden.float()).pow(2).mean(dim=-1)
     return _masked_mean(per_token, attention_mask)
 
 
@@ -56,7 +60,7 @@ def hidden_state_cosine(
     student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """1 - cosine similarity of hidden-state directions, per token (DistilBERT's cosine loss)."""
-    per_token = 1.0 - F.cosine_similarity(student_hidden, teacher_hidden, dim=-1)
+    per_token = 1.0 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)
     return _masked_mean(per_token, attention_mask)
 
 
@@ -69,6 +73,7 @@ def attention_mse(
 
     When the head counts differ, the maps are first averaged over heads.
     """
+    student_attention, teacher_attention = student_attention.float(), teacher_attention.float()
     if student_attention.shape[1] != teacher_attention.shape[1]:
         student_attention = student_attention.mean(dim=1, keepdim=True)
         teacher_attention = teacher_attention.mean(dim=1, keepdim=True)

@@ -30,6 +30,7 @@ from ..tasks import Task
 from .distillation_config import DistillationArguments
 from .distillation_trainer import DistillationTrainer, check_compatible, default_layer_map
 from .student import build_student_from_teacher, parse_student_layers
+from .teacher_placement import cast_teacher, floating_dtype, teacher_dtype
 
 LOSS_SETTINGS = (
     "temperature",
@@ -67,6 +68,7 @@ def run_distill(
     output_dir = check_training_output(args, (model_args.model, student_args.student))
     # Every check that can fail runs before any training.
     trainer_args = trainer_args_without_push(args)
+    dtype = teacher_dtype(trainer_args)  # the teacher's dtype in training (None: as loaded)
     teacher_name, student_name, splits, tokenizer = prepare_pair(
         model_args.model, student_args.student, task, model_args
     )
@@ -109,6 +111,13 @@ def run_distill(
     from ..training import is_main_process, run_training
 
     cache, source = None, None
+    # --teacher-dtype: cast once, before the teacher's outputs are cached or the trainer places it. The report's
+    # teacher numbers (score, size, latency) are those of the teacher as loaded, so it is measured before a cast.
+    if dtype is not None and dtype != floating_dtype(teacher):
+        if is_main_process(trainer_args):
+            teacher.to(trainer_args.device)
+            source = measure_teacher()
+        teacher = cast_teacher(teacher, dtype)
     if args.teacher_cache:
         from .teacher_cache import open_teacher_cache
 
@@ -118,7 +127,8 @@ def run_distill(
                                        max_length, trainer_args)  # fmt: skip
         if layer_map is None:
             layer_map = default_layer_map(num_layers(student.config), num_layers(teacher.config))
-        if is_main_process(trainer_args):  # measured now, on the training device, so it can be freed
+        # Measured now (unless before a cast), on the training device, so it can be freed.
+        if source is None and is_main_process(trainer_args):
             teacher.to(trainer_args.device)
             source = measure_teacher()
         if held_out is None:  # training reads the cache; only evaluation would need the live teacher
@@ -160,6 +170,8 @@ def run_distill(
     settings = {k: getattr(args, k) for k in LOSS_SETTINGS}
     settings["layer_map"] = {str(k): v for k, v in sorted(trainer.layer_map.items())}
     settings.update(trained)
+    if trainer.teacher_placement is not None:  # None: the cache stood in for the teacher throughout
+        settings["teacher_placement"] = trainer.teacher_placement
     if cache is not None:
         settings["teacher_cache"] = cache.summary()
     if stopped:

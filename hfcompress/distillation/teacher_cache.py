@@ -6,7 +6,9 @@ whole vocabulary would not fit). The fingerprint hashes the teacher (weights, dt
 vocabulary, the tokenized training data and the max length (or block size): a folder whose fingerprint matches
 is reused, one that does not is refused, never silently rebuilt. Outputs are cached at temperature 1, so runs with
 other temperatures or loss weights share one cache. A max length unknown on one side (the Trainer opening a cache
-itself, as `prune --teacher` does) is not compared; the data hash still sees any change in truncation.
+itself, as `prune --teacher` does) is not compared; the data hash still sees any change in truncation. The
+teacher is cast to `--teacher-dtype` before the cache is built, as for training, and that dtype is recorded on its
+own, so a cache of a float32 teacher is refused for a bfloat16 run with the dtype named.
 
 Training batches find their rows by content, a digest of each row's real input ids, so the Trainer's shuffling,
 column filtering and padding need no change; identical inputs share one cached output, as they would share the
@@ -38,6 +40,7 @@ CONFIG_NOISE = {"transformers_version", "architectures", "id2label", "label2id",
                 "use_cache", "output_hidden_states", "output_attentions", "return_dict"}  # fmt: skip
 PARTS = {
     "teacher": "the teacher (weights, dtype or config)",
+    "teacher_dtype": "the teacher's dtype",
     "tokenizer": "the tokenizer's vocabulary",
     "max_length": "the max length",
     "data": "the tokenized training data",
@@ -107,6 +110,13 @@ def _teacher_digest(teacher) -> str:
     return digest.hexdigest()
 
 
+def _dtype_name(teacher) -> str | None:
+    from .teacher_placement import floating_dtype
+
+    dtype = floating_dtype(teacher)
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
 def _tokenizer_digest(tokenizer) -> str | None:
     if tokenizer is None or not hasattr(tokenizer, "get_vocab"):
         return None
@@ -157,6 +167,7 @@ def fingerprint(teacher, tokenizer, dataset, max_length: int | None = None, top_
     k = min(top_k, vocab) if causal else None
     parts = {
         "teacher": _teacher_digest(teacher),
+        "teacher_dtype": _dtype_name(teacher),  # --teacher-dtype: the dtype the outputs were computed in
         "tokenizer": _tokenizer_digest(tokenizer),
         "max_length": max_length,
         "data": data,
@@ -175,10 +186,13 @@ def stale_parts(cached: dict, current: dict) -> list[str]:
     old, new = cached.get("parts", {}), current["parts"]
     changed = []
     for name, text in PARTS.items():
-        if name == "max_length" and (old.get(name) is None or new.get(name) is None):
-            continue
+        if name in ("max_length", "teacher_dtype") and (old.get(name) is None or new.get(name) is None):
+            continue  # teacher_dtype: caches written before it was recorded (the teacher digest still sees dtypes)
+        if name == "teacher" and old.get("teacher_dtype", new.get("teacher_dtype")) != new.get("teacher_dtype"):
+            continue  # a cast changes every weight's bytes: the dtype alone is named, below
         if old.get(name) != new.get(name):
-            detail = f" ({old.get(name)} then, {new.get(name)} now)" if name in ("max_length", "outputs") else ""
+            shown = ("max_length", "outputs", "teacher_dtype")
+            detail = f" ({old.get(name)} then, {new.get(name)} now)" if name in shown else ""
             changed.append(text + detail)
     return changed
 
@@ -335,8 +349,9 @@ class TeacherCache:
 
     def summary(self) -> dict:
         """What the report records of the cache."""
-        entry = {"path": str(self.folder), "status": self.status, "rows": self.rows,
-                 "outputs": self.fingerprint["parts"]["outputs"]}  # fmt: skip
+        parts = self.fingerprint["parts"]
+        entry = {"path": str(self.folder), "status": self.status, "rows": self.rows, "outputs": parts["outputs"],
+                 "teacher_dtype": parts.get("teacher_dtype")}  # fmt: skip
         if self.status == "built":
             entry["build_seconds"] = self.info.get("build_seconds")
         return entry

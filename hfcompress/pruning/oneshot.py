@@ -119,6 +119,7 @@ class Prepared:
     batches: list[dict]
     source_dir: str | None
     source: dict
+    teacher_placement: dict | None = None  # the recovery teacher's device and dtype, once it has run
 
 
 def prepare_calibration(
@@ -159,8 +160,9 @@ def recover_and_save(p: Prepared, model, model_args, args, steps: int, fixed_mas
     before = None
     if steps:
         before = p.task.evaluate(model, p.tokenizer, p.splits, model_args.max_seq_length)
-        model = _recover(model, fixed_masks, p.teacher_name or p.model_name, p.task, model_args, p.train,
-                         p.tokenizer, dataclasses.replace(p.trainer_args, max_steps=steps))  # fmt: skip
+        model, p.teacher_placement = _recover(model, fixed_masks, p.teacher_name or p.model_name, p.task,
+                                              model_args, p.train, p.tokenizer,
+                                              dataclasses.replace(p.trainer_args, max_steps=steps))  # fmt: skip
     save_artifact(model, p.tokenizer, p.output_dir, args if steps else None)
     return model, before
 
@@ -168,6 +170,8 @@ def recover_and_save(p: Prepared, model, model_args, args, steps: int, fixed_mas
 def finish_calibrated(p: Prepared, model, model_args, args, command, step_method, settings, title, extra=None,
                       label: str = "pruned"):  # fmt: skip
     """Measure the saved model, write the report and card, push if asked; returns the report."""
+    if p.teacher_placement is not None:  # recovery distilled from a teacher: where it ran, in which dtype
+        settings = {**settings, "teacher_placement": p.teacher_placement}
     result = measure(model, p.tokenizer, p.task, p.splits, label, str(p.output_dir), p.output_dir, p.runs,
                      model_args.max_seq_length)  # fmt: skip
     result.update(extra(result) if extra else {})
@@ -230,7 +234,8 @@ def run_oneshot(model_args, data_args, pruning, teacher_args, args, command: str
 
 
 def _recover(model, modules, teacher_name, task, model_args, train, tokenizer, trainer_args):
-    """Distil from the unpruned model for a few steps, pruned weights (if `modules`) held at zero."""
+    """Distil from the unpruned model for a few steps, pruned weights (if `modules`) held at zero; returns the
+    model and the teacher's placement (device and dtype)."""
     from ..distillation import DistillationTrainer
 
     teacher, _ = load_for_task(teacher_name, task, model_args)
@@ -246,4 +251,4 @@ def _recover(model, modules, teacher_name, task, model_args, train, tokenizer, t
         callback.apply()
     model = trainer.model
     model.eval()
-    return model
+    return model, trainer.teacher_placement

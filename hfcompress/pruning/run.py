@@ -140,7 +140,8 @@ def run_prune(
                     **trained)  # fmt: skip
     if teacher_name:
         settings.update(temperature=args.temperature, distill_weight=args.distill_weight,
-                        hard_label_weight=args.hard_label_weight)  # fmt: skip
+                        hard_label_weight=args.hard_label_weight,
+                        teacher_placement=trainer.teacher_placement)  # fmt: skip
     step = {"method": "pruning", "model": model_name, "settings": settings, "parameters": result["parameters"],
             "size_bytes": result["size_bytes"], "sparsity": result["sparsity"]["global"]}  # fmt: skip
     lineage, origin = upstream(model_name)  # a second pruning stage continues the first one's lineage
