@@ -162,6 +162,9 @@ def summary_rows(report: dict) -> list[tuple[str, str, str, str]]:
         rows.append(
             ("parameters", *(_fmt(v, ".2f", 1e6, " M") for v in parameters), _fmt_ratio(rat.get("parameters")))
         )
+    budget = ((report.get("steps") or [{}])[-1].get("settings") or {}).get("budget_parameters")
+    if budget:  # prune --parameter-budget: what was asked, next to what the result has
+        rows.append(("parameter budget", "", _fmt(budget, ".2f", 1e6, " M"), ""))
     if src.get("size_bytes") or res.get("size_bytes"):
         rows.append(("size on disk", _fmt_bytes(src.get("size_bytes")), _fmt_bytes(res.get("size_bytes")),
                      _fmt_ratio(rat.get("size_bytes"))))  # fmt: skip

@@ -184,7 +184,8 @@ def test_width_pruning_by_magnitude_or_activation(tmp_path, tiny_lm_dirs, text_f
         (["--importance", "taylor"],
          "--importance applies to FFN neurons (--structure ffn or width), not to --structure unstructured."),
         (["--structure", "width", "--num-kv-heads", "1", "--importance", "taylor"],
-         "--importance taylor scores FFN neurons, so with --structure width it needs --ffn-size."),
+         "--importance taylor scores FFN neurons, so with --structure width it needs --ffn-size or "
+         "--parameter-budget."),
     ],
 )  # fmt: skip
 def test_bad_importance_fails_fast_in_one_sentence(tmp_path, tiny_lm_dirs, text_files, extra, message, capsys):

@@ -162,19 +162,168 @@ def test_depth_pruning_from_the_cli(tmp_path, tiny_lm_dirs, text_files):
         ("llama", ["--structure", "width"], "--structure width needs a target"),
         ("llama", ["--structure", "width", "--hidden-size", "30"], "config cannot hold these sizes: The hidden size"),
         ("llama", ["--structure", "depth", "--num-layers", "4"], "--num-layers 4 is not below the model's 4"),
-        ("llama", ["--structure", "depth", "--ffn-size", "32"], "--structure depth takes --num-layers only"),
+        ("llama", ["--structure", "depth", "--ffn-size", "32"], "--structure depth takes --num-layers or --param"),
         ("llama", ["--structure", "width", "--hidden-size", "0"], "--hidden-size must be at least 1"),
         ("llama", ["--structure", "depth", "--num-layers", "2", "--method", "wanda"], "leave out --method wanda"),
         ("llama", ["--num-layers", "2"], "--num-layers applies to --structure width or depth"),
+        ("llama", ["--parameter-budget", "0.5"], "--parameter-budget applies to --structure width or depth"),
+        ("llama", ["--structure", "depth", "--num-layers", "2", "--parameter-budget", "0.5"],
+         "--parameter-budget and --num-layers both set the blocks to keep; give one of them."),
+        ("llama", ["--structure", "width", "--parameter-budget", "1.0"], "--parameter-budget 1.0 is not a fraction "
+         "below 1; give a fraction of the model's parameters (e.g. 0.5) or a count with a K, M, B or T suffix"),
+        ("llama", ["--structure", "depth", "--parameter-budget", "half"], "--parameter-budget must be a fraction"),
+        ("llama", ["--structure", "width", "--parameter-budget", "0M"], "not '0M'."),
+        ("llama", ["--structure", "width", "--ffn-size", "32", "--hidden-size", "16", "--parameter-budget", "0.5"],
+         "nothing left to choose"),
+        ("llama", ["--structure", "width", "--importance", "magnitude", "--num-heads", "2"], "--ffn-size or --param"),
+        ("llama", ["--structure", "width", "--hidden-size", "30", "--parameter-budget", "0.5"],
+         "config cannot hold these sizes: The hidden size (30) is not a multiple of the number of attention heads"),
+        # Tiny Llama: embeddings and head 2 x 512 x 32 + final norm 32 = 32,800, one block 9,280.
+        ("llama", ["--structure", "depth", "--parameter-budget", "0.5"], "--parameter-budget 0.5 (34,960 "
+         "parameters) is below the smallest size depth pruning (keeping 1 block) reaches, 42,080 parameters."),
+        ("llama", ["--structure", "width", "--parameter-budget", "1K"], "below the smallest size width pruning (at "
+         "FFN size 8, hidden size 4) reaches, 6,052 parameters."),
+        ("gpt2", ["--structure", "depth", "--parameter-budget", "1.5M"], "--parameter-budget 1.5M (1,500,000 "
+         "parameters) is not below the model's 58,816; depth pruning (keeping 1 block) reaches sizes from 33,184"),
     ],
-)
-def test_bad_structured_targets_fail_fast(tmp_path, tiny_lm_dirs, text_files, family, extra, message, capsys):
+)  # fmt: skip
+def test_bad_structured_targets_fail_fast(tmp_path, tiny_lm_dirs, text_files, family, extra, message, capsys,
+                                          monkeypatch):  # fmt: skip
     from hfcompress.cli.main import main
+    from hfcompress.pruning import oneshot
 
+    def refuse(*args, **kwargs):
+        raise AssertionError("calibration started although the input was bad")
+
+    monkeypatch.setattr(oneshot, "calibration_batches", refuse)
     source = tiny_lm_dirs[family]
     before = snapshot(source)
     out = tmp_path / "out"
     code = main([str(a) for a in ["prune", source, *extra, *_data(text_files), "--output-dir", out]])
     err = capsys.readouterr().err
-    assert code != 0 and message in err, err[-2000:]
+    assert code != 0 and message in err.rstrip().split("\n")[-1], err[-2000:]  # one line, after the load's progress
     assert "Traceback" not in err and not out.exists() and snapshot(source) == before
+
+
+def _llama_parameters(hidden: int, ffn: int) -> int:
+    """The tiny Llama's parameters (vocabulary 512, 4 blocks, 4 query heads and 2 key/value heads of 8) at a
+    hidden size and FFN size: per block q, k, v, o (32h + 16h + 16h + 32h), gate/up/down 3hf and two norms 2h;
+    untied embeddings and head 2 x 512h, and the final norm h."""
+    return hidden * (4 * (98 + 3 * ffn) + 2 * 512 + 1)
+
+
+def test_a_width_budget_gives_the_largest_common_shrink_that_fits(tmp_path, tiny_lm_dirs, text_files):
+    from transformers import AutoModelForCausalLM
+
+    from hfcompress.architecture import count_parameters
+
+    out = tmp_path / "width"
+    result = run_cli("prune", tiny_lm_dirs["llama"], "--structure", "width", "--parameter-budget", "0.5",
+                     "--recovery-steps", "2", "--per_device_train_batch_size", "4", "--report_to", "none",
+                     *_data(text_files), "--output-dir", out)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _llama_parameters(32, 64) == 69920  # the model as built: the budget is 34,960
+    # Factor 40/64 gives FFN 40 and hidden 20, rounded down to 16 (a multiple of 8 the 4 heads divide): 30,352.
+    # The next factor, 48/64, gives hidden 24 and FFN 48: 47,832, over the budget.
+    assert _llama_parameters(16, 40) == 30352 and _llama_parameters(24, 48) > 34960
+    report = json.loads((out / "compression.json").read_text())
+    settings = report["steps"][-1]["settings"]
+    assert settings["targets"] == {"ffn_size": 40, "hidden_size": 16} and settings["recovery_steps"] == 2
+    assert (settings["parameter_budget"], settings["budget_parameters"]) == ("0.5", 34960)
+    assert settings["parameters_after_pruning"] == report["result"]["parameters"] == 30352
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert (model.config.hidden_size, model.config.intermediate_size, model.config.num_attention_heads) == (16, 40, 4)
+    assert count_parameters(model) == 30352
+    summary = result.stdout.replace("\n", " ")
+    assert "parameter budget" in summary and "0.03 M" in summary  # next to the result's 0.03 M parameters
+
+
+def test_a_width_budget_keeps_the_sizes_given(tmp_path, tiny_lm_dirs, text_files):
+    from transformers import AutoModelForCausalLM
+
+    from hfcompress.cli.main import main
+
+    out = tmp_path / "width"
+    # Qwen2 keeps one key/value group (two query heads) as asked; the budget, 0.7 of 70,176 = 49,123, chooses
+    # FFN 56 and hidden 24 (factor 7/8): 45,656 parameters (the next factor, 1, would keep 32 and 64).
+    args = ["prune", tiny_lm_dirs["qwen2"], "--structure", "width", "--num-kv-heads", "1", "--parameter-budget",
+            "0.7", *_data(text_files), "--output-dir", out]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    report = json.loads((out / "compression.json").read_text())
+    settings = report["steps"][-1]["settings"]
+    assert settings["targets"] == {"num_heads": 2, "num_kv_heads": 1, "ffn_size": 56, "hidden_size": 24}
+    assert report["source"]["parameters"] == 70176 and settings["budget_parameters"] == 49123
+    assert 0.9 * 49123 < settings["parameters_after_pruning"] == report["result"]["parameters"] == 45656
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert (model.config.hidden_size, model.config.num_key_value_heads) == (24, 1)
+
+
+@pytest.mark.parametrize(
+    "family,budget,layers",
+    [
+        # GPT-2 (tied): embeddings 512 x 32 + positions 256 x 32 + final norm 64 = 24,640; a block: two norms 128,
+        # attention 32 x 96 + 96 + 32 x 32 + 32, MLP 32 x 64 + 64 + 64 x 32 + 32 = 8,544. 0.6 of 58,816 = 35,289
+        # holds 24,640 + 8,544 = 33,184 but not two blocks (41,728).
+        ("gpt2", "0.6", 1),
+        # Llama: embeddings and head 2 x 512 x 32 + final norm 32 = 32,800, a block 9,280: 61K holds three blocks
+        # (60,640), not four.
+        ("llama", "61K", 3),
+    ],
+)
+def test_a_depth_budget_keeps_the_most_blocks_that_fit(tmp_path, tiny_lm_dirs, text_files, family, budget, layers):
+    from transformers import AutoModelForCausalLM
+
+    from hfcompress.architecture import num_layers
+    from hfcompress.cli.main import main
+
+    out = tmp_path / "depth"
+    args = ["prune", tiny_lm_dirs[family], "--structure", "depth", "--parameter-budget", budget, *_data(text_files),
+            "--output-dir", out]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    report = json.loads((out / "compression.json").read_text())
+    settings = report["steps"][-1]["settings"]
+    assert settings["targets"] == {"num_layers": layers} and settings["parameter_budget"] == budget
+    assert settings["parameters_after_pruning"] == report["result"]["parameters"] <= settings["budget_parameters"]
+    ranked = sorted(range(4), key=lambda i: settings["block_importance"][i])
+    assert settings["removed_blocks"] == sorted(ranked[: 4 - layers])  # the least important blocks go
+    assert num_layers(AutoModelForCausalLM.from_pretrained(out).config) == layers
+
+
+def test_a_recipe_step_takes_a_parameter_budget(tmp_path, tiny_lm_dirs, text_files):
+    import yaml
+
+    from hfcompress.cli.main import main
+
+    recipe = {"model": str(tiny_lm_dirs["llama"]), "task": "causal-lm", "train_file": str(text_files["train"]),
+              "validation_file": str(text_files["validation"]), "block_size": 32, "latency_runs": 0,
+              "calibration_samples": 8}  # fmt: skip
+    recipe["steps"] = [{"prune": {"structure": "width", "parameter_budget": 0.5}}]  # named as the CLI flag
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(path), "--output-dir", str(tmp_path / "out")]) == 0
+    settings = json.loads((tmp_path / "out" / "01-prune" / "compression.json").read_text())["steps"][-1]["settings"]
+    assert settings["targets"] == {"ffn_size": 40, "hidden_size": 16} and settings["budget_parameters"] == 34960
+
+
+@pytest.mark.parametrize("family,tied", [("qwen2", True), ("qwen2", False), ("llama", True)])
+def test_a_width_budget_counts_the_sliced_model_exactly(family, tied, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hfcompress.architecture import count_parameters
+    from hfcompress.pruning.budget import parameters_of, width_for_budget
+
+    # As real Qwen2 checkpoints: no head_dim in the config (transformers 5 raises on reading it), derived 32 / 4.
+    config = AutoConfig.for_model(family, vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    targets, budget = width_for_budget(model, {}, "0.5")
+    assert budget == count_parameters(model) // 2 and targets["hidden_size"] % 8 == 0
+    expected = parameters_of(model, targets)
+    batch = random_batches(128, count=1)[0]
+    apply_width(model, collect_importance(model, [batch], width=True, progress=False), targets)
+    check_rebuildable(model)
+    assert count_parameters(model) == expected <= budget
+    reloaded = _reloaded(model, tmp_path)
+    assert reloaded.config.head_dim == 8 and count_parameters(reloaded) == expected
+    assert torch.equal(logits_of(reloaded, batch), logits_of(model, batch))

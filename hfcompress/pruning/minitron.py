@@ -7,20 +7,29 @@ and the config rewritten (surgery.py), so the result is an ordinary, smaller che
 
 from __future__ import annotations
 
-import copy
 import time
 
 from ..architecture import count_parameters, find_layer_list, hidden_size, num_layers
 from ..errors import UsageError
+from .budget import depth_for_budget, width_for_budget
 from .ffn import find_feed_forwards, neuron_scores
 from .importance import choose_heads, collect_importance, top_indices
 from .neuron_importance import taylor_scores
 from .oneshot import calibration_settings, finish_calibrated, prepare_calibration, recover_and_save
-from .surgery import check_rebuildable, check_width_family, drop_blocks, slice_heads, slice_hidden, slice_neurons
+from .surgery import (
+    check_rebuildable,
+    check_width_family,
+    drop_blocks,
+    resized_config,
+    slice_heads,
+    slice_hidden,
+    slice_neurons,
+)
 
 
 def width_targets(config, pruning) -> dict:
-    """The kept sizes for width pruning, each checked against the model (smaller, and expressible)."""
+    """The kept sizes asked for width pruning, each checked against the model (smaller; not yet whether the config
+    can hold them together: see check_config_accepts)."""
     check_width_family(config)
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     targets = {}
@@ -49,21 +58,13 @@ def width_targets(config, pruning) -> dict:
                 f"--num-heads {keep_heads} and --num-kv-heads {keep_kv} keep every head: nothing to prune."
             )
         targets.update(num_heads=keep_heads, num_kv_heads=keep_kv)
-    check_config_accepts(config, targets)
     return targets
 
 
 def check_config_accepts(config, targets: dict) -> None:
     """Refuse targets the family's config would reject when saved (transformers 5 validates configs then)."""
-    new = copy.deepcopy(config)
-    new.head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
-    keys = {"ffn_size": "intermediate_size", "hidden_size": "hidden_size", "num_heads": "num_attention_heads",
-            "num_kv_heads": "num_key_value_heads"}  # fmt: skip
-    for target, key in keys.items():
-        if target in targets:
-            setattr(new, key, targets[target])
     try:
-        new.validate()
+        resized_config(config, targets).validate()
     except Exception as err:  # transformers raises its own validation error types
         cause = getattr(err, "__cause__", None) or err
         reason = str(cause).strip().splitlines()[-1] if str(cause).strip() else type(cause).__name__
@@ -91,15 +92,26 @@ def apply_width(model, importance, targets: dict) -> None:
 
 def run_structured(model_args, data_args, pruning, teacher_args, args, command: str = "") -> dict:
     targets: dict = {}
+    budget: dict = {}  # --parameter-budget: as asked, in parameters, and the pruned model's count
 
     def check(model):
+        if pruning.parameter_budget is not None:
+            budget["parameter_budget"] = str(pruning.parameter_budget)
         if pruning.structure == "width":
             targets.update(width_targets(model.config, pruning))
+            if pruning.parameter_budget is not None:  # the budget solves for the FFN / hidden sizes not given
+                if "hidden_size" in targets:  # first the given sizes (the budget chooses a hidden size that fits)
+                    check_config_accepts(model.config, targets)
+                chosen, budget["budget_parameters"] = width_for_budget(model, targets, pruning.parameter_budget)
+                targets.update(chosen)
+            check_config_accepts(model.config, targets)
             if pruning.importance == "taylor" and not type(model).__name__.endswith("ForCausalLM"):
                 raise UsageError(
                     f"--importance taylor needs a causal LM's loss on the calibration text, not a "
                     f"{type(model).__name__}; use --importance activation or magnitude."
                 )
+        elif pruning.parameter_budget is not None:
+            targets["num_layers"], budget["budget_parameters"] = depth_for_budget(model, pruning.parameter_budget)
         else:
             targets["num_layers"] = depth_target(model.config, pruning)
             find_layer_list(model)
@@ -122,13 +134,15 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
         removed = sorted(set(range(before["num_layers"])) - set(keep))
         drop_blocks(model, keep)
     check_rebuildable(model)
+    if budget:
+        budget["parameters_after_pruning"] = count_parameters(model)
     seconds = time.perf_counter() - started
     model, before_recovery = recover_and_save(p, model, model_args, args, pruning.recovery_steps)
 
     # width: how FFN neurons were scored (heads and hidden channels: always activation, Minitron)
     kind = pruning.importance if pruning.structure == "width" else "activation (Minitron)"
     settings = {"structure": pruning.structure, "targets": targets, "importance": kind,
-                "seed": args.seed, **calibration_settings(p, seconds), "before": before,
+                **budget, "seed": args.seed, **calibration_settings(p, seconds), "before": before,
                 "block_importance": [round(x, 6) for x in importance.blocks.tolist()]}  # fmt: skip
     if removed is not None:
         settings["removed_blocks"] = removed

@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError
+from .budget import parse_parameter_budget
 from .schedules import SCHEDULES, is_update_step
 
 STRUCTURES = ("unstructured", "2:4", "ffn", "heads")
@@ -56,7 +57,8 @@ class PruningConfig:
             "ffn (remove FFN neurons; the saved model is smaller and faster) or heads (remove attention heads; "
             "families whose config states head_dim, such as Llama and Qwen2). Minitron-style, in one shot from "
             "activation importance on calibration data: width (--ffn-size, --num-heads, --num-kv-heads, "
-            "--hidden-size; Llama, Mistral, Qwen2/3) or depth (--num-layers; any family). vocab: keep only the "
+            "--hidden-size; Llama, Mistral, Qwen2/3) or depth (--num-layers; any family), or either to "
+            "--parameter-budget. vocab: keep only the "
             "tokens of the task's texts in the embeddings and the tokenizer (WordPiece tokenizers: BERT, MiniLM, "
             "DistilBERT, ELECTRA), with no training."
         },
@@ -84,6 +86,15 @@ class PruningConfig:
         default=None, metadata={"help": "structure width: hidden (embedding) channels to keep."}
     )
     num_layers: int | None = field(default=None, metadata={"help": "structure depth: blocks to keep."})
+    parameter_budget: str | None = field(
+        default=None,
+        metadata={
+            "help": "structure width or depth: the parameters to keep, as a fraction of the model's (0.5) or a "
+            "count (67M, 1.2B, 500K). Depth keeps the most blocks that fit; width shrinks the FFN and hidden sizes "
+            "by one common factor (multiples of 8 where the config allows), the largest that fit, keeping any "
+            "--ffn-size, --hidden-size, --num-heads or --num-kv-heads given as they are."
+        },
+    )
     importance: str | None = field(
         default=None,
         metadata={
@@ -200,9 +211,11 @@ class PruningConfig:
             raise UsageError(
                 f"--importance applies to FFN neurons (--structure ffn or width), not to --structure {self.structure}."
             )
-        if self.structure == "width" and self.ffn_size is None and self.importance != "activation":
+        no_ffn = self.ffn_size is None and self.parameter_budget is None  # a budget chooses the FFN size
+        if self.structure == "width" and no_ffn and self.importance != "activation":
             raise UsageError(
-                f"--importance {self.importance} scores FFN neurons, so with --structure width it needs --ffn-size."
+                f"--importance {self.importance} scores FFN neurons, so with --structure width it needs --ffn-size "
+                "or --parameter-budget."
             )
 
     def _no_schedule(self, what: str) -> None:
@@ -228,7 +241,7 @@ class PruningConfig:
                 )
 
     def _no_targets(self, what: str) -> None:
-        for name in ("num_heads", "num_kv_heads", "hidden_size", "num_layers"):
+        for name in ("num_heads", "num_kv_heads", "hidden_size", "num_layers", "parameter_budget"):
             if getattr(self, name) is not None:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} applies to --structure width or depth, not to {what}.")
@@ -246,15 +259,29 @@ class PruningConfig:
         if self.structure == "width":
             if self.num_layers is not None:
                 raise UsageError("--num-layers applies to --structure depth.")
-            if all(v is None for v in width):
+            if all(v is None for v in width) and self.parameter_budget is None:
                 raise UsageError(
-                    "--structure width needs a target: --ffn-size, --num-heads, --num-kv-heads or --hidden-size."
+                    "--structure width needs a target: --ffn-size, --num-heads, --num-kv-heads, --hidden-size or "
+                    "--parameter-budget."
+                )
+            if self.parameter_budget is not None and self.ffn_size is not None and self.hidden_size is not None:
+                raise UsageError(
+                    "--parameter-budget chooses the FFN and hidden sizes not given; with --ffn-size and "
+                    "--hidden-size both given it has nothing left to choose, so leave one of the three out."
                 )
         else:
             if any(v is not None for v in width):
-                raise UsageError("--structure depth takes --num-layers only; the width targets apply to width.")
-            if self.num_layers is None:
-                raise UsageError("--structure depth needs --num-layers (the number of blocks to keep).")
+                raise UsageError(
+                    "--structure depth takes --num-layers or --parameter-budget; the width targets apply to width."
+                )
+            if self.num_layers is not None and self.parameter_budget is not None:
+                raise UsageError("--parameter-budget and --num-layers both set the blocks to keep; give one of them.")
+            if self.num_layers is None and self.parameter_budget is None:
+                raise UsageError(
+                    "--structure depth needs --num-layers (the number of blocks to keep) or --parameter-budget."
+                )
+        if self.parameter_budget is not None:
+            parse_parameter_budget(self.parameter_budget)
         for name in ("ffn_size", "num_heads", "num_kv_heads", "hidden_size", "num_layers"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -27,6 +27,26 @@ def check_width_family(config) -> None:
         )
 
 
+TARGET_KEYS = {"ffn_size": "intermediate_size", "hidden_size": "hidden_size", "num_heads": "num_attention_heads",
+               "num_kv_heads": "num_key_value_heads"}  # fmt: skip
+
+
+def head_dim_of(config) -> int:
+    # Qwen2's config has no head_dim attribute unless config.json names one (transformers 5 then raises on reading it)
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def resized_config(config, targets: dict):
+    """A copy of `config` with the width `targets` (ffn_size, hidden_size, num_heads, num_kv_heads) applied, and an
+    explicit head_dim (slicing keeps it, while hidden_size / num_heads may no longer give it)."""
+    new = copy.deepcopy(config)
+    new.head_dim = head_dim_of(config)
+    for target, key in TARGET_KEYS.items():
+        if target in targets:
+            setattr(new, key, targets[target])
+    return new
+
+
 def _head_rows(heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     return (heads[:, None] * head_dim + torch.arange(head_dim)[None, :]).flatten()
 
@@ -41,7 +61,7 @@ def _sliced_norm(norm: nn.Module, index: torch.Tensor) -> None:
 def slice_heads(model: nn.Module, kept: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Keep, per layer, the given (key/value groups, query heads); every layer keeps the same counts."""
     config = model.config
-    head_dim = config.head_dim or config.hidden_size // config.num_attention_heads
+    head_dim = head_dim_of(config)
     _, _, layers = find_layer_list(model)
     for block, (groups, queries) in zip(layers, kept):
         att = block.self_attn
@@ -72,7 +92,7 @@ def slice_neurons(model: nn.Module, kept: list[torch.Tensor]) -> None:
 def slice_hidden(model: nn.Module, index: torch.Tensor) -> None:
     """Keep the hidden (residual stream) channels in `index` everywhere they appear."""
     config = model.config
-    config.head_dim = config.head_dim or config.hidden_size // config.num_attention_heads  # no longer derivable
+    config.head_dim = head_dim_of(config)  # no longer derivable from hidden_size / heads
     base = model.get_decoder()
     tied = model.lm_head.weight is base.embed_tokens.weight
     base.embed_tokens.weight = nn.Parameter(base.embed_tokens.weight.detach()[:, index].clone())
