@@ -70,14 +70,19 @@ def test_a_chain_of_steps_with_references(tmp_path, tiny_teacher_dir, tiny_glue_
     ]
     out = tmp_path / "out"
     assert main(["run", write_recipe(tmp_path / "r.yaml", recipe), "--output-dir", str(out)]) == 0
-    assert "Final model:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Final model:" in printed
     ffn = json.loads((out / "02-prune" / "compression.json").read_text())
     assert ffn["source"]["model"] == str(out / "01-distill") and ffn["steps"][-1]["settings"]["structure"] == "ffn"
     assert ffn["steps"][0]["method"] == "distillation"  # the lineage reaches back through the first step
     assert json.loads((out / "03-prune" / "compression.json").read_text())["source"]["model"] == str(
         out / "01-distill"
     )
-    assert json.loads((out / "recipe.json").read_text())["final"] == str(out / "03-prune")
+    record = json.loads((out / "recipe.json").read_text())
+    assert record["final"] == str(out / "03-prune")
+    seconds = [record["steps"][folder]["seconds"] for folder in ("01-distill", "02-prune", "03-prune")]
+    assert all(s > 0 for s in seconds) and record["seconds"] == pytest.approx(sum(seconds), abs=0.2)
+    assert "Wall time of the steps:" in printed
 
 
 STEP = [{"distill": {"student_layers": "2"}}]

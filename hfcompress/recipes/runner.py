@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from ..errors import HfcompressError, UsageError
@@ -134,12 +135,16 @@ def run_recipe(name_or_path: str, output_dir: str | Path, overrides: dict | None
             print(f"Step {step.index}/{len(recipe.steps)} {step.folder}: {status} (reads {step.inputs['model']})")
             record["steps"][step.folder] = {"fingerprint": key, "status": "started", "argv": argv}
             _write_record(out, record)
+            started = time.monotonic()
             run_step(step, argv)
+            # Wall time of this run of the step (a resumed step: since the resume); a skipped step keeps its own.
+            record["steps"][step.folder]["seconds"] = round(time.monotonic() - started, 1)
         record["steps"][step.folder] = {**record["steps"].get(step.folder, old), "fingerprint": key, "status": "done",
                                         "ran": status}  # fmt: skip
         if step.writes_folder:
             record["final"] = str(target)
         _write_record(out, record)
+    record["seconds"] = round(sum(s.get("seconds", 0.0) for s in record["steps"].values()), 1)
     record["summary"] = summary_rows(recipe, out)
     _write_record(out, record)
     _print_summary(record, recipe)
@@ -183,7 +188,7 @@ def _print_summary(record: dict, recipe: Recipe) -> None:
     from rich.table import Table
 
     table = Table(title=f"Recipe {Path(recipe.source).stem}")
-    for column in ("step", "ran", "score", "parameters", "size on disk", "latency batch 1"):
+    for column in ("step", "ran", "score", "parameters", "size on disk", "latency batch 1", "wall time"):
         table.add_column(column, justify="left" if column in ("step", "ran") else "right")
     for row in record["summary"]:
         table.add_row(
@@ -193,8 +198,14 @@ def _print_summary(record: dict, recipe: Recipe) -> None:
             "" if not row["parameters"] else f"{row['parameters'] / 1e6:.2f} M",
             "" if not row["size_bytes"] else f"{row['size_bytes'] / 1e6:.1f} MB",
             "" if not row["latency_ms"] else f"{row['latency_ms']:.1f} ms",
+            _minutes(record["steps"][row["step"]].get("seconds")),
         )
-    console = Console(width=110)
+    console = Console(width=124)
     console.print(table)
+    console.print(f"Wall time of the steps: {_minutes(record['seconds'])}.")
     if record.get("final"):
         console.print(f"Final model: {record['final']} (its compression.json and README.md cover every step).")
+
+
+def _minutes(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 60:.1f} min"
