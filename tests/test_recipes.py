@@ -2,6 +2,7 @@
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -138,4 +139,23 @@ def test_every_preset_checks_out(preset, tmp_path, tiny_teacher_dir, tiny_glue_d
     assert main(["run", preset, "--output-dir", str(tmp_path / "out"), "--check", *map(str, data)]) == 0
     out = capsys.readouterr().out
     assert "all checked" in out and f"01-{'prune' if preset.startswith('llm') else 'distill'}" in out
+    assert not (tmp_path / "out").exists()
+
+
+SCRIPT_RECIPES = sorted((Path(__file__).resolve().parents[1] / "scripts" / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", SCRIPT_RECIPES, ids=lambda p: p.stem)
+def test_benchmark_recipes_check_out(recipe, tmp_path, tiny_teacher_dir, tiny_glue_dir, tiny_lm_dirs, text_files,
+                                     capsys):  # fmt: skip
+    content = yaml.safe_load(recipe.read_text())
+    steps = content["steps"]
+    if content["task"] == "causal-lm":
+        data = ["--model", tiny_lm_dirs["llama"], "--train-file", text_files["train"],
+                "--validation-file", text_files["validation"]]  # fmt: skip
+    else:  # the benchmark's own data and model would do too, but the tiny ones keep this fast
+        data = ["--model", tiny_teacher_dir, "--data-dir", tiny_glue_dir]
+    assert main(["run", str(recipe), "--output-dir", str(tmp_path / "out"), "--check", *map(str, data)]) == 0
+    out = capsys.readouterr().out
+    assert "all checked" in out and f"{len(steps):02d}-{next(iter(steps[-1]))}" in out
     assert not (tmp_path / "out").exists()
