@@ -8,6 +8,7 @@ import torch
 from conftest import snapshot
 
 from hfcompress.benchmark.output import pareto_front
+from hfcompress.benchmark.run import unique_labels
 from hfcompress.cli.main import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -43,6 +44,7 @@ def test_classifiers_pytorch_and_onnx(tmp_path, quant_model_dir, tiny_glue_dir):
     rows = result["rows"]
     assert [r["model"] for r in rows] == [str(quant_model_dir), str(sparse), str(onnx)]
     assert [r["backend"] for r in rows] == ["transformers", "transformers", "onnxruntime"]
+    assert [r["label"] for r in rows] == [quant_model_dir.name, "sparse", "int8"]
     # The metric is the task's own evaluation of the same model.
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -94,6 +96,11 @@ def test_causal_lms_report_perplexity_and_decode_speed(tmp_path, tiny_lm_dirs, t
         assert row["score"] == row["metrics"]["perplexity"] > 1
         assert {"prefill_batch_1", "decode_per_token"} <= set(row["latency"])
     assert (out / "metric_vs_latency.png").read_bytes()[:8] == PNG
+
+
+def test_labels_name_the_parent_folders_only_where_folder_names_clash():
+    names = ["runs/teacher", "runs/a/01-prune", "runs/b/01-prune", "x/c/d", "y/c/d", "Qwen/Qwen2.5-0.5B"]
+    assert unique_labels(names) == ["teacher", "a/01-prune", "b/01-prune", "x/c/d", "y/c/d", "Qwen2.5-0.5B"]
 
 
 def test_pareto_front():

@@ -150,6 +150,7 @@ def test_depth_pruning_from_the_cli(tmp_path, tiny_lm_dirs, text_files):
     ranked = sorted(range(4), key=lambda i: settings["block_importance"][i])
     assert sorted(ranked[:2]) == removed
     assert json.loads((out / "config.json").read_text())["n_layer"] == 2
+    assert f"Pruned (depth) to num layers 2 (blocks {removed} removed)" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -236,6 +237,9 @@ def test_a_width_budget_gives_the_largest_common_shrink_that_fits(tmp_path, tiny
     assert count_parameters(model) == 30352
     summary = result.stdout.replace("\n", " ")
     assert "parameter budget" in summary and "0.03 M" in summary  # next to the result's 0.03 M parameters
+    # said before the recovery run starts, with the count against the budget
+    said = "Pruned (width) to ffn size 40, hidden size 16: 69,920 -> 30,352 parameters (budget 34,960)"
+    assert said in result.stderr
 
 
 def test_a_width_budget_keeps_the_sizes_given(tmp_path, tiny_lm_dirs, text_files):

@@ -216,6 +216,20 @@ def warnings_for(latency: dict[str, dict], busy: float | None) -> list[str]:
     return found
 
 
+def unique_labels(names: list[str]) -> list[str]:
+    """Each model's folder name, with as many parent folders as it takes to tell models apart
+    (`a/01-prune`, `b/01-prune`)."""
+    parts = [Path(name).parts or (name,) for name in names]
+    depth = [1] * len(names)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1 and depth[i] < len(parts[i])]
+        if not clashing:
+            return labels
+        for i in clashing:
+            depth[i] += 1
+
+
 def run_benchmark(
     names: list[str],
     task,
@@ -241,6 +255,8 @@ def run_benchmark(
     staging = begin_output(final, overwrite, resuming=False, resumable=False)
     candidates = [Candidate(name, task, max_length, repeats, trust_remote_code) for name in names]
     rows = [candidate.describe(splits) for candidate in candidates]
+    for row, label in zip(rows, unique_labels(names)):
+        row["label"] = label
     busy = busy_fraction()
     latency = interleaved_latency(candidates, rounds)
     for row in rows:

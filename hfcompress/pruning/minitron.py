@@ -7,6 +7,7 @@ and the config rewritten (surgery.py), so the result is an ordinary, smaller che
 
 from __future__ import annotations
 
+import logging
 import time
 
 from ..architecture import count_parameters, find_layer_list, hidden_size, num_layers
@@ -25,6 +26,8 @@ from .surgery import (
     slice_hidden,
     slice_neurons,
 )
+
+logger = logging.getLogger("hfcompress")
 
 
 def width_targets(config, pruning) -> dict:
@@ -136,6 +139,14 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
     check_rebuildable(model)
     if budget:
         budget["parameters_after_pruning"] = count_parameters(model)
+    logger.info(  # the shape chosen, before a recovery run that may take long
+        "Pruned (%s) to %s: %s -> %s parameters%s",
+        pruning.structure,
+        describe_targets(targets, removed),
+        f"{before['parameters']:,}",
+        f"{count_parameters(model):,}",
+        f" (budget {budget['budget_parameters']:,})" if budget.get("budget_parameters") else "",
+    )
     seconds = time.perf_counter() - started
     model, before_recovery = recover_and_save(p, model, model_args, args, pruning.recovery_steps)
 
@@ -151,3 +162,8 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
                         learning_rate=args.learning_rate, metrics_before_recovery=before_recovery)  # fmt: skip
     title = f"Structured pruning ({pruning.structure}" + (", with recovery)" if pruning.recovery_steps else ")")
     return finish_calibrated(p, model, model_args, args, command, f"{pruning.structure}-pruning", settings, title)
+
+
+def describe_targets(targets: dict, removed: list | None) -> str:
+    shown = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in targets.items())
+    return shown + (f" (blocks {removed} removed)" if removed else "")
