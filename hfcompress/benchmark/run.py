@@ -73,11 +73,11 @@ def check_memory(sizes: dict[str, int], available: int | None) -> None:
 class Candidate:
     """One model under test: loaded, with a callable that times it once ({measurement: ms})."""
 
-    def __init__(self, name: str, task, max_length: int, repeats: int, trust_remote_code: bool = False):
+    def __init__(self, name: str, label: str, task, max_length: int, repeats: int, trust_remote_code: bool = False):
         from ..models import load_config, load_for_task, load_tokenizer
         from ..quantization.quantize import quantized_backend
 
-        self.name, self.task, self.repeats = name, task, repeats
+        self.name, self.label, self.task, self.repeats = name, label, task, repeats
         self.backend = quantized_backend(name) if Path(name).is_dir() else None
         self.config = load_config(name, trust_remote_code=trust_remote_code)
         self.tokenizer = load_tokenizer(name, trust_remote_code)
@@ -102,8 +102,7 @@ class Candidate:
         splits = self.task.prepare(splits, self.tokenizer, self.config)
         logger.info("Evaluating %s on %s", self.name, self.task.name)
         recorded = (read_report(self.name) or {}).get("result") or {} if Path(self.name).is_dir() else {}
-        row = {"model": self.name, "label": Path(self.name).name or self.name,
-               "backend": self.backend or "transformers"}  # fmt: skip
+        row = {"model": self.name, "label": self.label, "backend": self.backend or "transformers"}
         if self.backend:
             row.update(
                 evaluate_quantized(self.model, self.backend, self.tokenizer, self.task, splits, self.max_length)
@@ -253,10 +252,9 @@ def run_benchmark(
     final = check_output_dir(output_dir, overwrite, tuple(names))
     splits = load_data(task, need_train=False, train=False)
     staging = begin_output(final, overwrite, resuming=False, resumable=False)
-    candidates = [Candidate(name, task, max_length, repeats, trust_remote_code) for name in names]
+    candidates = [Candidate(name, label, task, max_length, repeats, trust_remote_code)
+                  for name, label in zip(names, unique_labels(names))]  # fmt: skip
     rows = [candidate.describe(splits) for candidate in candidates]
-    for row, label in zip(rows, unique_labels(names)):
-        row["label"] = label
     busy = busy_fraction()
     latency = interleaved_latency(candidates, rounds)
     for row in rows:

@@ -137,14 +137,15 @@ def run_structured(model_args, data_args, pruning, teacher_args, args, command: 
         removed = sorted(set(range(before["num_layers"])) - set(keep))
         drop_blocks(model, keep)
     check_rebuildable(model)
+    after = count_parameters(model)
     if budget:
-        budget["parameters_after_pruning"] = count_parameters(model)
+        budget["parameters_after_pruning"] = after
     logger.info(  # the shape chosen, before a recovery run that may take long
         "Pruned (%s) to %s: %s -> %s parameters%s",
         pruning.structure,
         describe_targets(targets, removed),
         f"{before['parameters']:,}",
-        f"{count_parameters(model):,}",
+        f"{after:,}",
         f" (budget {budget['budget_parameters']:,})" if budget.get("budget_parameters") else "",
     )
     seconds = time.perf_counter() - started
