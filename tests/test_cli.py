@@ -1,6 +1,9 @@
 """The CLI as a user runs it: real subprocesses, real files, exit codes and messages."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -247,3 +250,14 @@ def test_evaluate_refuses_untrained_head(tmp_path, tokenizer, tiny_glue_dir):
     result = run_cli("evaluate", base, "--task", "sst2", "--data-dir", tiny_glue_dir)
     assert result.returncode == 2
     assert "no classification head trained for sst2" in result.stderr and "hfcompress finetune" in result.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`hfcompress run --list | head -0`: the reader is gone before anything is printed; no traceback."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "hfcompress", "run", "--list"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)  # fmt: skip
+    process.stdout.close()  # before the child has started Python, so its first print meets a closed pipe
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-2000:]

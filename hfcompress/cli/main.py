@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 from ..errors import HfcompressError
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print_error(name, "interrupted.")
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`hfcompress run --check ... | head`): stop quietly, as other Unix tools
+        # do, and point stdout at /dev/null so Python's flush at exit does not print a second traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 
 
 if __name__ == "__main__":
